@@ -1,0 +1,144 @@
+"""Settings from the environment and ``.env`` (python-dotenv).
+
+Every problem found is reported as one plain line; :func:`load_settings`
+raises :class:`ConfigError` carrying all of them at once, so a person fixes
+their ``.env`` in one go instead of one traceback at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    docker_host: str = DEFAULT_DOCKER_HOST
+    engine_timeout: float = 60.0
+    host_label: str = ""
+    search_index: str = ""
+    slack_bot_token: str = ""
+    slack_signing_secret: str = ""
+    slack_app_token: str = ""
+    slack_api_url: str = ""
+    http_host: str = "0.0.0.0"
+    http_port: int = 3000
+    admins: frozenset[str] = field(default_factory=frozenset)
+    reply_visibility: str = "ephemeral"  # or "in_channel"
+    log_level: str = "INFO"
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token)
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.slack_app_token)
+
+    @property
+    def target_label(self) -> str:
+        return self.host_label or self.docker_host
+
+
+def load_dotenv_file(path: str | os.PathLike | None = None) -> None:
+    """Load ``.env`` (never overriding the real environment)."""
+    from dotenv import load_dotenv
+
+    load_dotenv(dotenv_path=path or Path.cwd() / ".env", override=False)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r} is not a number of seconds (e.g. {name}={default:g})")
+        return default
+    if value <= 0:
+        problems.append(f"{name}={raw!r} must be more than 0 seconds")
+        return default
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = None) -> Settings:
+    """Read settings from ``env`` (default: ``os.environ``).
+
+    ``slack=True`` also checks what the Slack front end needs;
+    ``slack=None`` checks it only when ``SLACK_BOT_TOKEN`` is set.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    docker_host = env.get("DOCKER_HOST", "").strip() or DEFAULT_DOCKER_HOST
+    if "://" not in docker_host:
+        problems.append(
+            f"DOCKER_HOST={docker_host!r} has no scheme: use unix:///path/docker.sock, tcp://host:2375 or ssh://user@host")
+
+    port_raw = env.get("PORT", "").strip() or "3000"
+    try:
+        http_port = int(port_raw)
+        if not 0 < http_port < 65536:
+            raise ValueError
+    except ValueError:
+        problems.append(f"PORT={port_raw!r} is not a TCP port (1-65535)")
+        http_port = 3000
+
+    visibility = env.get("DOCKHAND_REPLY_VISIBILITY", "").strip().lower() or "ephemeral"
+    if visibility not in ("ephemeral", "in_channel"):
+        problems.append(f"DOCKHAND_REPLY_VISIBILITY={visibility!r} must be 'ephemeral' or 'in_channel'")
+        visibility = "ephemeral"
+
+    log_level = env.get("DOCKHAND_LOG_LEVEL", "").strip().upper() or "INFO"
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append(f"DOCKHAND_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR")
+        log_level = "INFO"
+
+    admins = frozenset(a.strip() for a in env.get("DOCKHAND_ADMINS", "").split(",") if a.strip())
+
+    settings = Settings(
+        docker_host=docker_host,
+        engine_timeout=_float(env, "DOCKHAND_ENGINE_TIMEOUT", 60.0, problems),
+        host_label=env.get("DOCKHAND_HOST_LABEL", "").strip(),
+        search_index=env.get("DOCKHAND_SEARCH_INDEX", "").strip().rstrip("/"),
+        slack_bot_token=env.get("SLACK_BOT_TOKEN", "").strip(),
+        slack_signing_secret=env.get("SLACK_SIGNING_SECRET", "").strip(),
+        slack_app_token=env.get("SLACK_APP_TOKEN", "").strip(),
+        slack_api_url=env.get("SLACK_API_URL", "").strip(),
+        http_host=env.get("HOST", "").strip() or "0.0.0.0",
+        http_port=http_port,
+        admins=admins,
+        reply_visibility=visibility,
+        log_level=log_level,
+    )
+    if slack or (slack is None and settings.slack_enabled):
+        problems.extend(slack_problems(settings))
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def slack_problems(s: Settings) -> list[str]:
+    problems = []
+    if not s.slack_bot_token:
+        problems.append("SLACK_BOT_TOKEN is missing: copy the Bot User OAuth Token (xoxb-...) from your Slack app's 'OAuth & Permissions' page")
+    elif not s.slack_bot_token.startswith("xoxb-"):
+        problems.append("SLACK_BOT_TOKEN must be a bot token starting with xoxb- (not a user xoxp- or app-level xapp- token)")
+    if s.slack_app_token and not s.slack_app_token.startswith("xapp-"):
+        problems.append("SLACK_APP_TOKEN must be an app-level token starting with xapp- (Basic Information > App-Level Tokens, scope connections:write)")
+    if not s.socket_mode and not s.slack_signing_secret:
+        problems.append("SLACK_SIGNING_SECRET is missing: HTTP mode verifies every request with it (Basic Information > Signing Secret); or set SLACK_APP_TOKEN for Socket Mode")
+    if s.slack_api_url and not s.slack_api_url.startswith(("http://", "https://")):
+        problems.append(f"SLACK_API_URL={s.slack_api_url!r} must be an http(s) URL ending in /api/")
+    return problems

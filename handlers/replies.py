@@ -1,0 +1,122 @@
+"""The neutral reply model.
+
+Handlers return a :class:`Reply`; front ends never see Docker objects and
+handlers never see Slack or terminal details. Renderers
+(``bot/render/text.py``, ``bot/render/blockkit.py``) turn a Reply into what
+their platform shows. Every part is an immutable value so a reply can be
+rendered twice (e.g. re-paginated) without surprises.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Union
+
+
+class Status(enum.IntEnum):
+    """Outcome of a command; the values are the shell's exit statuses."""
+
+    OK = 0
+    FAILED = 1  # the command ran and failed (image not found, engine down, ...)
+    USAGE = 2  # the command line itself was wrong
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows under CLI-style column headers (``REPOSITORY TAG IMAGE ID ...``).
+
+    ``headerless`` tables (``docker images -q``) print rows only.
+    """
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    headerless: bool = False
+
+    def fingerprint(self) -> str:
+        """A short digest of the rows: lets a paginator tell the list changed."""
+        h = hashlib.sha256()
+        for row in self.rows:
+            h.update("\x1f".join(row).encode())
+            h.update(b"\x1e")
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Preformatted:
+    """CLI-style text shown verbatim in a monospace block (info, version, usage)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A sentence for a person (``Removal is not enabled yet.``)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ErrorPart:
+    """What went wrong, in the CLI's words, and what to do about it."""
+
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class LayerProgress:
+    id: str
+    status: str
+    current: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Live state of a long operation (a pull): one line per layer plus a status."""
+
+    title: str
+    layers: tuple[LayerProgress, ...] = ()
+    status: str = ""
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class Action:
+    """A follow-up command a person can run with one click (a Slack button)."""
+
+    label: str
+    command: str
+
+
+Part = Union[Table, Preformatted, Notice, ErrorPart, Progress]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Everything a front end needs to answer one command."""
+
+    command: str
+    parts: tuple[Part, ...]
+    status: Status = Status.OK
+    summary: str = ""  # one plain line: notification text, logs
+    actions: tuple[Action, ...] = ()
+    host: str = ""  # which engine answered (context line)
+    engine_version: str = ""
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def with_context(self, host: str, engine_version: str) -> "Reply":
+        return Reply(self.command, self.parts, self.status, self.summary,
+                     self.actions, host, engine_version, dict(self.meta))
+
+
+def error_reply(command: str, message: str, hint: str = "",
+                status: Status = Status.FAILED) -> Reply:
+    return Reply(command=command, parts=(ErrorPart(message, hint),),
+                 status=status, summary=message.splitlines()[0] if message else "error")
