@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
 from .ports import Engine
@@ -27,6 +27,8 @@ class Services:
     engine: Engine
     host_label: str = ""  # how people call the target host ("prod-web-1")
     search_index: str = ""  # registry index for `search` ("" = Docker Hub)
+    client_info: dict = field(default_factory=dict)  # Dockhand's side of `docker version`
+    engine_version: str = ""  # learnt from the engine on first success, for context lines
 
 
 # A front end may pass an ``emit`` callback to receive interim replies (pull

@@ -1,0 +1,1 @@
+"""Renderers: a neutral Reply in, what one platform shows out."""

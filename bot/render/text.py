@@ -1,0 +1,36 @@
+"""Reply -> terminal text, laid out like the Docker CLI's own output."""
+
+from __future__ import annotations
+
+from handlers.replies import ErrorPart, Notice, Preformatted, Progress, Reply, Table
+from handlers.textfmt import table_lines
+from handlers.units import human_size
+
+
+def render_part(part) -> str:
+    if isinstance(part, Table):
+        return "\n".join(table_lines(part))
+    if isinstance(part, Preformatted):
+        return part.text.rstrip("\n")
+    if isinstance(part, Notice):
+        return part.text
+    if isinstance(part, ErrorPart):
+        return f"Error: {part.message}" + (f"\nHint: {part.hint}" if part.hint else "")
+    if isinstance(part, Progress):
+        return render_progress(part)
+    raise TypeError(f"no text rendering for {type(part).__name__}")
+
+
+def render_progress(p: Progress) -> str:
+    lines = [p.title]
+    for layer in p.layers:
+        detail = f" {human_size(layer.current)}/{human_size(layer.total)}" if layer.total else ""
+        lines.append(f"{layer.id}: {layer.status}{detail}")
+    if p.status:
+        lines.append(p.status)
+    return "\n".join(lines)
+
+
+def render(reply: Reply) -> str:
+    """The whole reply as it should appear in a terminal (no trailing newline)."""
+    return "\n".join(render_part(part) for part in reply.parts)

@@ -1,0 +1,85 @@
+"""parse -> (authorise) -> run -> reply, for every front end."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from .argv import command_help, parse_flags, quote_line, tokenize
+from .base import Call
+from .commands import MANAGEMENT, find_command, management_help, unknown_command
+from .context import Actor, Emit, Services
+from .errors import DockhandError, EngineError, UsageError
+from .replies import Preformatted, Reply, error_reply
+from .system import short_version
+
+log = logging.getLogger("dockhand.dispatch")
+
+_COMMAND_WORDS = {"rmi", "rm", "pull", "ls", "list", "prune", "search", "info", "version"}
+
+
+def _normalise(words: list[str]) -> list[str]:
+    if words and words[0].startswith("/"):
+        words = [words[0][1:]] + words[1:]
+        if not words[0]:
+            words = words[1:]
+    if words and words[0] == "docker":
+        words = words[1:]
+    return words
+
+
+async def dispatch(text: str, actor: Actor, services: Services, emit: Emit = None) -> Reply:
+    """Run one command line for ``actor``; never raises for anything a user can cause."""
+    line = text.strip()
+    try:
+        words = _normalise(tokenize(line))
+        line = "docker " + quote_line(words) if words else "docker"
+        reply = await _run(words, line, actor, services, emit)
+    except DockhandError as exc:
+        reply = error_reply(line, exc.message, exc.hint, exc.status)
+    except Exception:  # a bug: log it whole, tell the person something useful
+        ref = uuid.uuid4().hex[:8]
+        log.exception("internal error %s while running %r for %s", ref, line, actor.id)
+        reply = error_reply(line, f"Internal error while running `{line[:200]}` (logged as {ref}).",
+                            "This is a bug in Dockhand, not in your command: report the reference to the team.")
+    return await _with_context(reply, services)
+
+
+async def _run(words: list[str], line: str, actor: Actor, services: Services, emit: Emit) -> Reply:
+    from .commands import _BY_PATH
+
+    if not words or words[0] in ("-h", "--help"):
+        words = ["help"]
+    if words[0] in ("-v", "--version"):
+        if len(words) > 1:
+            raise UsageError(f"{words[0]} takes no arguments", "Try `docker --version` or `docker version`.")
+        spec = _BY_PATH[("version",)]
+        return await short_version(Call(parse_flags(spec, [], line), actor, services, emit))
+    if words[0].startswith("-"):
+        raise UsageError(f"global option {words[0][:40]} is not supported by Dockhand",
+                         "Dockhand talks to the engine it is configured for; put options after the command, "
+                         "e.g. `docker images -a`.")
+    if words[0] in MANAGEMENT and (len(words) == 1 or words[1] in ("-h", "--help")):
+        return Reply(line, (Preformatted(management_help(words[0])),), summary=f"docker {words[0]} commands")
+    spec, rest = find_command(words)
+    if spec is None:
+        raise unknown_command(words)
+    try:
+        parsed = parse_flags(spec, rest, line)
+    except UsageError as exc:
+        if spec.path == ("images",) and rest and rest[0] in _COMMAND_WORDS:
+            exc.hint = f"Did you mean `docker {quote_line(rest)}`? " + exc.hint
+        raise
+    if parsed.help:
+        return Reply(line, (Preformatted(command_help(spec)),), summary=f"usage of {spec.command_path}")
+    return await spec.run(Call(parsed, actor, services, emit))
+
+
+async def _with_context(reply: Reply, services: Services) -> Reply:
+    engine = services.engine
+    if not services.engine_version and reply.ok:
+        try:
+            services.engine_version = (await engine.version()).get("Version", "")
+        except EngineError:
+            pass
+    return reply.with_context(services.host_label or engine.host, services.engine_version)

@@ -1,0 +1,61 @@
+"""``docker pull``: fetch an image, report progress, end with the CLI's lines."""
+
+from __future__ import annotations
+
+import time
+
+from . import refs
+from .argv import CommandSpec, Flag
+from .base import Call
+from .replies import LayerProgress, Preformatted, Progress
+
+EMIT_INTERVAL = 1.0  # seconds between interim progress replies (Slack: ~1 chat.update/s)
+
+
+async def pull(call: Call):
+    ref = refs.parse_normalized(call.args[0])
+    lines: list[str] = []
+    if not ref.tag and not ref.digest:
+        ref = ref.with_default_tag()
+        lines.append("Using default tag: latest")
+    tag = ref.digest or ref.tag
+    layers: dict[str, LayerProgress] = {}
+    statuses: list[str] = []
+    title = f"Pulling {ref.familiar()}"
+    last_emit = 0.0
+    async for ev in call.engine.pull(ref.name, tag):
+        if ev.error:
+            break  # the engine raises the typed error right after this event
+        if ev.id and not ev.status.startswith("Pulling from "):
+            layers[ev.id] = LayerProgress(ev.id, ev.status, ev.current, ev.total)
+        elif ev.status:
+            statuses.append(f"{ev.id}: {ev.status}" if ev.id else ev.status)
+        if call.emit and time.monotonic() - last_emit >= EMIT_INTERVAL:
+            last_emit = time.monotonic()
+            await call.emit(call.reply(Progress(title, tuple(layers.values()), statuses[-1] if statuses else "")))
+    final = str(ref)
+    if call.opts["quiet"]:
+        text = final
+    else:
+        header = [s for s in statuses if ": Pulling from " in s]
+        rest = [s for s in statuses if ": Pulling from " not in s]
+        text = "\n".join(lines + header + [f"{lp.id}: {lp.status}" for lp in layers.values()] + rest + [final])
+    outcome = next((s for s in reversed(statuses) if s.startswith("Status: ")), "Status: pulled")
+    return call.reply(Preformatted(text), summary=f"{outcome[8:]}")
+
+
+SPECS = (
+    CommandSpec(("pull",), "pull [OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry", pull,
+                (Flag("all-tags", "a", help="Download all tagged images in the repository",
+                      unsupported="Pull tags one at a time: `docker pull NAME:TAG`."),
+                 Flag("disable-content-trust", help="Skip image verification (default true)",
+                      unsupported="Content trust is not configurable from chat."),
+                 Flag("platform", kind="str", help="Set platform if server is multi-platform capable",
+                      metavar="string", unsupported="Dockhand pulls for the host's own platform."),
+                 Flag("quiet", "q", help="Suppress verbose output")),
+                min_args=1, max_args=1, aliases=("docker image pull", "docker pull"), read_only=False,
+                examples=("docker pull ubuntu", "docker pull ubuntu:16.04",
+                          "docker pull myregistry.local:5000/testing/test-image")),
+)
+SPECS = SPECS + (CommandSpec(("image", "pull"), SPECS[0].use, SPECS[0].short, pull, SPECS[0].flags,
+                             1, 1, SPECS[0].aliases, False, SPECS[0].examples),)

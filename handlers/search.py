@@ -1,0 +1,67 @@
+"""``docker search``: the registry index, in the CLI's columns."""
+
+from __future__ import annotations
+
+from .argv import CommandSpec, Flag
+from .base import Call, bool_filter, parse_filters
+from .errors import UsageError
+from .replies import Table
+from .units import ellipsis
+
+SEARCH_FILTERS = {"is-official": "true|false", "stars": "minimum stars", "is-automated": "true|false (deprecated)"}
+MAX_TERM = 255
+_TERM_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/: ")
+
+
+def check_term(term: str) -> str:
+    term = term.strip()
+    bad = sorted({c for c in term if c not in _TERM_OK})
+    if not term or len(term) > MAX_TERM or bad:
+        why = "empty" if not term else (f"too long ({len(term)} characters, at most {MAX_TERM})"
+                                         if len(term) > MAX_TERM else f"unexpected {''.join(bad)[:10]!r}")
+        raise UsageError(f"invalid search term: {why}",
+                         "Search for a name such as `docker search ubuntu` "
+                         "(letters, digits, '.', '_', '-', '/' and a registry prefix like myregistry:5000/).")
+    return term
+
+
+async def search(call: Call):
+    o = call.opts
+    filters = parse_filters(o["filter"], SEARCH_FILTERS, "docker search")
+    bool_filter(filters, "is-official")
+    bool_filter(filters, "is-automated")
+    for value in filters.get("stars", []):
+        if not value.isdigit():
+            raise UsageError(f"invalid filter 'stars={value[:40]}'", "stars takes a whole number: --filter stars=3")
+    limit = o["limit"]
+    if not 1 <= limit <= 100:
+        raise UsageError(f'invalid argument "{limit}" for "--limit" flag: the limit must be between 1 and 100',
+                         "See 'docker search --help'.")
+    term = check_term(call.args[0])
+    index = call.services.search_index
+    first = term.split("/", 1)[0]
+    if index and not ("/" in term and ("." in first or ":" in first or first == "localhost")):
+        term = f"{index}/{term}"
+    results = await call.engine.search(term, limit=limit, filters=filters)
+    results = sorted(results, key=lambda r: -r.star_count)
+    rows = []
+    for r in results:
+        desc = r.description.replace("\n", " ").replace("\r", " ")
+        if not o["no_trunc"]:
+            desc = ellipsis(desc, 45)
+        rows.append((r.name, desc, str(r.star_count), "[OK]" if r.is_official else ""))
+    return call.reply(Table(("NAME", "DESCRIPTION", "STARS", "OFFICIAL"), tuple(rows)),
+                      summary=f"{len(rows)} result{'s' if len(rows) != 1 else ''} for {call.args[0]!r}")
+
+
+SPECS = (
+    CommandSpec(("search",), "search [OPTIONS] TERM", "Search Docker Hub for images", search,
+                (Flag("filter", "f", "list", "Filter output based on conditions provided", metavar="filter"),
+                 Flag("format", kind="str", help="Pretty-print search using a Go template", metavar="string",
+                      unsupported="Dockhand prints the CLI's table; use --no-trunc for full descriptions."),
+                 Flag("limit", kind="int", help="Max number of search results", default=25),
+                 Flag("no-trunc", help="Don't truncate output")),
+                min_args=1, max_args=1,
+                examples=("docker search ubuntu", 'docker search --filter "is-official=true" ubuntu',
+                          "docker search --filter stars=3 --limit 10 busybox")),
+)
