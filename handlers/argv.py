@@ -21,7 +21,7 @@ from .errors import UsageError
 MAX_LINE = 4000  # longer than any sane command; Slack allows 4,000 in a slash command
 
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'"})
-_SHELL_TOKENS = {"|", "||", "&&", ";", ">", ">>", "<", "&", "2>", "2>&1"}
+_SHELL_PUNCTUATION = set("();<>|&")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,9 @@ def tokenize(text: str) -> list[str]:
     if any(ord(c) < 32 and c not in "\t\n\r" for c in text) or "\x7f" in text:
         raise UsageError("command line contains control characters",
                          "Type the command again without pasting invisible characters.")
-    lexer = shlex.shlex(text, posix=True)
+    # punctuation_chars makes unquoted ; | & < > ( ) words of their own, so
+    # `images; rm -rf /` cannot hide a second command inside a word.
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     lexer.commenters = ""
     try:
@@ -97,7 +99,7 @@ def tokenize(text: str) -> list[str]:
         raise UsageError(f"cannot parse the command line: {str(exc).lower()}",
                          "Close every quote: `docker search --filter \"is-official=true\" ubuntu`.") from None
     for word in words:
-        if word in _SHELL_TOKENS or "$(" in word or "`" in word:
+        if (word and set(word) <= _SHELL_PUNCTUATION) or "$(" in word or "`" in word:
             raise UsageError(
                 f"{word!r} is shell syntax: Dockhand runs one Docker command, not a shell",
                 "Pipes, redirections and $(...) are not supported. To remove every unused image, "

@@ -64,6 +64,7 @@ def unknown_command(words: list[str]) -> UsageError:
         return UsageError(f"docker: '{word}' is not available in Dockhand", NOT_HERE[word] +
                           " Run 'docker help' for what Dockhand can do.")
     names = sorted({spec.path[0] for spec in TABLE})
-    close = difflib.get_close_matches(word, names, n=1)
-    hint = (f"Did you mean `docker {close[0]}`? " if close else "") + "Run 'docker --help' for more information."
+    close = difflib.get_close_matches(word, names, n=2)
+    hint = ("Did you mean " + " or ".join(f"`docker {c}`" for c in close) + "? " if close else "") + \
+        "Run 'docker --help' for more information."
     return UsageError(f"docker: unknown command: docker {word}", hint)

@@ -1,0 +1,35 @@
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+
+def test_defaults():
+    s = load_settings({})
+    assert s.docker_host == "unix:///var/run/docker.sock"
+    assert (s.http_host, s.http_port, s.reply_visibility) == ("0.0.0.0", 3000, "ephemeral")
+    assert not s.slack_enabled
+
+
+def test_values_are_read():
+    s = load_settings({"DOCKER_HOST": "tcp://h:2375", "PORT": "8080", "DOCKHAND_ADMINS": "U1, U2,",
+                       "DOCKHAND_ENGINE_TIMEOUT": "5", "DOCKHAND_SEARCH_INDEX": "127.0.0.1:5001/"})
+    assert s.http_port == 8080 and s.admins == {"U1", "U2"} and s.engine_timeout == 5
+    assert s.search_index == "127.0.0.1:5001"
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as exc:
+        load_settings({"DOCKER_HOST": "/var/run/docker.sock", "PORT": "70000", "DOCKHAND_ENGINE_TIMEOUT": "soon",
+                       "SLACK_BOT_TOKEN": "xoxp-user", "SLACK_APP_TOKEN": "xoxb-wrong"})
+    text = "\n".join(exc.value.problems)
+    for needle in ("DOCKER_HOST", "PORT='70000'", "DOCKHAND_ENGINE_TIMEOUT", "xoxb-", "xapp-"):
+        assert needle in text
+    assert len(exc.value.problems) == 5
+
+
+def test_http_mode_needs_signing_secret_socket_mode_does_not():
+    with pytest.raises(ConfigError) as exc:
+        load_settings({"SLACK_BOT_TOKEN": "xoxb-1"})
+    assert "SLACK_SIGNING_SECRET" in exc.value.problems[0]
+    assert load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}).socket_mode
+    assert load_settings({"SLACK_BOT_TOKEN": "xoxb-1"}, slack=False).slack_enabled
