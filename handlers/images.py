@@ -92,16 +92,13 @@ async def list_images(call: Call):
         _check_pattern(call.args[0])
         filters.setdefault("reference", []).append(call.args[0])
     images = await call.engine.list_images(all=o["all"], filters=filters)
-    if o["quiet"]:
-        ids, seen = [], set()
-        for img in images:
-            ident = img.id if o["no_trunc"] else truncate_id(img.id)
-            if ident not in seen:
-                seen.add(ident)
-                ids.append((ident,))
-        return call.reply(Table(("IMAGE ID",), tuple(ids), headerless=True),
-                          summary=f"{len(ids)} image ID(s)")
     rows = image_rows(images, digests=o["digests"], no_trunc=o["no_trunc"])
+    if o["quiet"]:
+        # One ID per row, as docker/cli prints them: an image with several tags
+        # shows its ID several times (checked against CLI 20.10 and 28.2).
+        id_col = 3 if o["digests"] else 2
+        ids = tuple((row[id_col],) for row in rows)
+        return call.reply(Table(("IMAGE ID",), ids, headerless=True), summary=f"{len(ids)} image ID(s)")
     columns = (("REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE") if o["digests"]
                else ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"))
     n = len(images)

@@ -41,7 +41,7 @@ def test_image_rows_follow_the_cli_formatter():
     assert ("busybox", "<none>", "sha256:" + "e" * 64, "sha256:" + "e" * 64, "N/A", "0B") in with_digests
 
 
-async def test_images_table_and_quiet_dedup():
+async def test_images_table_and_quiet_ids_per_row():
     s = services(images=[image("a", ["x:1", "x:2"], size=1000), image("b", ["y:latest"])])
     reply = await dispatch("/images", ME, s)
     assert reply.ok and reply.host == "test-host" and reply.engine_version == "20.10.24"
@@ -50,7 +50,7 @@ async def test_images_table_and_quiet_dedup():
     assert lines[0] == "REPOSITORY   TAG       IMAGE ID       CREATED   SIZE"
     assert lines[1] == "x            1         aaaaaaaaaaaa   N/A       1kB"
     quiet = await dispatch("docker images -q", ME, s)
-    assert render(quiet).splitlines() == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
+    assert render(quiet).splitlines() == ["aaaaaaaaaaaa", "aaaaaaaaaaaa", "bbbbbbbbbbbb"]
 
 
 async def test_images_passes_filters_and_reference_to_engine():
