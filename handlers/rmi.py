@@ -8,8 +8,6 @@ removes nothing.
 
 from __future__ import annotations
 
-import re
-
 from . import refs
 from .argv import CommandSpec, Flag
 from .base import Call
@@ -27,24 +25,21 @@ async def resolve_image(engine: Engine, arg: str) -> tuple[dict, str]:
     (``ubuntu`` means ``ubuntu:latest``), then an image ID or a unique ID prefix.
     Returns the inspect data and how the argument was understood."""
     target = refs.parse_image_arg(arg)
-    prefix = _id_prefix(arg)
-    if isinstance(target, refs.Reference):
-        ref = target.with_default_tag()
+    if isinstance(target, refs.ImageId) and target.full:
+        return await engine.inspect_image(str(target)), target.short
+    ref = target if isinstance(target, refs.Reference) else target.reference
+    if ref is not None:
+        ref = ref.with_default_tag()
         try:
             return await engine.inspect_image(str(ref)), ref.familiar()
         except ImageNotFound:
-            if prefix is None:
+            if isinstance(target, refs.Reference):
                 raise ImageNotFound(f"No such image: {ref.familiar()}") from None
     ids = [img.id for img in await engine.list_images(all=True)]
-    full = refs.resolve_id_prefix(prefix or arg, ids)
+    full = refs.resolve_id_prefix(target.value, ids)
     if not full:
         raise ImageNotFound(f"No such image: {arg}")
     return await engine.inspect_image(full), truncate_id(full)
-
-
-def _id_prefix(arg: str) -> str | None:
-    hexpart = arg[7:] if arg.startswith("sha256:") else arg
-    return hexpart if re.fullmatch(r"[0-9a-f]{1,64}", hexpart) else None
 
 
 async def rmi(call: Call):
