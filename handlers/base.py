@@ -49,8 +49,9 @@ def parse_filters(values: list[str], allowed: dict[str, str], command: str) -> d
         if key not in allowed:
             raise UsageError(f"invalid filter '{key[:40]}'",
                              f"{command} accepts: " + ", ".join(f"{k}=<{v}>" for k, v in allowed.items()))
-        if len(value) > 512 or any(ord(c) < 32 for c in value):
-            raise UsageError(f"invalid value for filter '{key}'", "Use a short printable value.")
+        if len(value) > 512 or not value.isprintable():
+            raise UsageError(f"invalid value for filter '{key}': use at most 512 printable characters",
+                             "Control and invisible formatting characters are refused.")
         filters.setdefault(key, []).append(value)
     return filters
 
