@@ -1,0 +1,507 @@
+"""Reply -> Slack Block Kit message, always within Slack's limits.
+
+Pure functions: no Slack SDK, no I/O. :func:`render` returns
+``{"text": ..., "blocks": [...]}`` ready for ``chat.postMessage``,
+``chat.update`` or a ``response_url``.
+
+Limits honoured (Block Kit reference, and what the Web API is seen to
+enforce):
+
+* at most 50 blocks; a section's text at most 3,000 characters; a context
+  element's text kept under 2,000; a button label at most 75, its value at
+  most 2,000; at most 25 elements in an actions block, 10 in a context block;
+* ``chat.postMessage`` also refuses (``msg_blocks_too_long``) a message whose
+  blocks carry more than roughly 12,000 characters in total, a limit Slack
+  does not document: every message stays under :data:`MESSAGE_BUDGET`;
+* lengths are counted in UTF-16 code units (an emoji counts two), after
+  escaping ``&``, ``<`` and ``>`` (``&amp;`` counts five).
+
+A :class:`~handlers.replies.Table` longer than one page is paginated: the
+rows per page depend only on the table (its widest row), never on the other
+parts, so "page 3" means the same rows each time the same list is rendered.
+Previous/Next buttons carry ``{"c": command, "p": page, "f": fingerprint}``
+(see :func:`page_value`); the Slack front end re-runs ``c`` on a click.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from handlers.replies import ErrorPart, Notice, Preformatted, Progress, Reply, Table
+from handlers.textfmt import MIN_WIDTH, PADDING, column_widths, format_row
+from handlers.units import human_size
+
+# --- Slack's limits ---------------------------------------------------------
+MAX_BLOCKS = 50
+MAX_SECTION = 3000
+MAX_CONTEXT_TEXT = 2000
+MAX_BUTTON_LABEL = 75
+MAX_BUTTON_VALUE = 2000
+MAX_ACTION_ELEMENTS = 25
+MAX_CONTEXT_ELEMENTS = 10
+# Total characters of all text (and button values) in one message's blocks.
+# Slack rejects somewhere above ~12,000 (undocumented, msg_blocks_too_long).
+MESSAGE_BUDGET = 10_000
+# The plain ``text`` fallback (notifications, clients without blocks).
+MAX_FALLBACK = 3000
+
+# --- Dockhand's layout choices ----------------------------------------------
+# Shares of MESSAGE_BUDGET, so that whatever the reply the parts keep room:
+MAX_HEADER = 1000  # the caller's header line
+MAX_NOTE = 500  # the warning note
+MAX_PAGE_VALUE = 1000  # a Previous/Next/Share value (a longer command line: no buttons)
+RUN_BUTTONS_BUDGET = 2000  # labels and values of all command buttons together
+PAGE_ROWS = 50  # at most this many rows on one page of a table
+TABLE_BUDGET = 6000  # characters one page of a table may use
+LINE_TARGET = 180  # cells of the widest columns are cut until a row fits this
+MIN_CELL = 16  # ... but no column is cut below this many characters
+MAX_LINE = 1000  # hard cap of any line inside a code block (escaped)
+FENCE = "```"
+
+ACTION_PREV = "dockhand.page.prev"
+ACTION_NEXT = "dockhand.page.next"
+ACTION_SHARE = "dockhand.share"
+ACTION_RUN_PREFIX = "dockhand.run."
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,30}")
+
+
+# --- small helpers ----------------------------------------------------------
+
+def slen(text: str) -> int:
+    """Length as Slack counts it (UTF-16 code units)."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def escape(text: str) -> str:
+    """Slack's mrkdwn escaping: only ``&``, ``<`` and ``>`` are special."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int, marker: str = "…") -> str:
+    """``text`` cut to at most ``limit`` UTF-16 units, ``marker`` ending a cut."""
+    if len(text) <= limit // 2 or slen(text) <= limit:
+        return text
+    out, used, room = [], 0, limit - slen(marker)
+    for ch in text[:max(room, 0)]:
+        n = slen(ch)
+        if used + n > room:
+            break
+        out.append(ch)
+        used += n
+    return "".join(out) + marker
+
+
+def clip_escaped(text: str, limit: int) -> str:
+    """Escape ``text`` and cut it to ``limit`` units without splitting an entity."""
+    escaped = escape(text)
+    if slen(escaped) <= limit:
+        return escaped
+    out, used, room = [], 0, limit - 1
+    for ch in text[:max(room, 0)]:
+        piece = escape(ch)
+        n = slen(piece)
+        if used + n > room:
+            break
+        out.append(piece)
+        used += n
+    return "".join(out) + "…"
+
+
+def mention(user_id: str) -> str:
+    """``<@U123>`` for a well-formed Slack user ID, the escaped text otherwise."""
+    return f"<@{user_id}>" if _USER_ID.fullmatch(user_id or "") else escape(user_id or "someone")
+
+
+def code(text: str, limit: int = 200) -> str:
+    """Inline code span of untrusted text (backticks cannot close it early)."""
+    return "`" + clip_escaped(_CONTROL.sub(" ", text).replace("\n", " ").replace("`", "'"), limit) + "`"
+
+
+def shown_command(line: str) -> str:
+    """A command line as the CLI would be typed: ``images -a`` -> ``docker images -a``."""
+    return line if line.startswith(("docker", "/")) else f"docker {line}"
+
+
+def _clean(text: str) -> str:
+    """Text safe inside a ``` block: no control characters, no closing fence."""
+    return _CONTROL.sub(" ", text).replace("\t", "    ").replace(FENCE, "`\u200b`\u200b`")
+
+
+def page_value(command: str, page: int, fingerprint: str = "") -> str:
+    value = {"c": command, "p": page}
+    if fingerprint:
+        value["f"] = fingerprint
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def run_value(command: str) -> str:
+    return json.dumps({"c": command}, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_value(value: str) -> dict:
+    """A button value made by this module; ``ValueError`` if it is not one."""
+    data = json.loads(value)
+    if not isinstance(data, dict) or not isinstance(data.get("c"), str):
+        raise ValueError("not a Dockhand button value")
+    page = data.get("p", 0)
+    if not isinstance(page, int) or isinstance(page, bool) or page < 0:
+        raise ValueError("bad page")
+    fp = data.get("f", "")
+    if not isinstance(fp, str):
+        raise ValueError("bad fingerprint")
+    return {"c": data["c"], "p": page, "f": fp}
+
+
+def _section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(*texts: str) -> dict:
+    return {"type": "context",
+            "elements": [{"type": "mrkdwn", "text": t} for t in texts[:MAX_CONTEXT_ELEMENTS]]}
+
+
+def _button(label: str, action_id: str, value: str, style: str = "") -> dict:
+    b = {"type": "button", "action_id": action_id,
+         "text": {"type": "plain_text", "text": clip(label, MAX_BUTTON_LABEL) or "?", "emoji": True},
+         "value": value}
+    if style:
+        b["style"] = style
+    return b
+
+
+def block_chars(block: dict) -> int:
+    """Characters a block contributes to the message budget."""
+    total = 0
+    stack = [block]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, val in node.items():
+                if key in ("text", "value") and isinstance(val, str):
+                    total += slen(val)
+                elif isinstance(val, (dict, list)):
+                    stack.append(val)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return total
+
+
+def _code_chunks(lines: list[str], budget: int, max_blocks: int, more_label: str = "lines") -> list[str]:
+    """Pack already-escaped ``lines`` into ``` sections within the limits.
+
+    Each section stays under 3,000 characters, all of them under ``budget``
+    and ``max_blocks``; lines that do not fit are counted in a last
+    ``… N more`` line instead.
+    """
+    overhead = 2 * len(FENCE) + 2  # "```\n" + ... + "\n```"
+    reserve = 40  # room for the "… N more" line
+    chunk_cap = MAX_SECTION - overhead - reserve
+    chunks: list[list[str]] = []
+    cur: list[str] = []
+    cur_size = used = 0
+    for i, line in enumerate(lines):
+        if slen(line) > MAX_LINE:
+            line = clip(line, MAX_LINE)
+        n = slen(line) + 1
+        if cur and cur_size + n <= chunk_cap and used + cur_size + n + overhead + reserve <= budget:
+            cur.append(line)
+            cur_size += n
+            continue
+        if cur:
+            chunks.append(cur)
+            used += cur_size + overhead
+            cur = []
+        if len(chunks) >= max_blocks or used + n + overhead + reserve > budget:
+            more = f"… {len(lines) - i:,} more {more_label}"
+            if chunks:
+                chunks[-1].append(more)
+            elif max_blocks > 0 and budget >= overhead + len(more) + 1:
+                chunks.append([more])
+            break
+        cur, cur_size = [line], n
+    if cur:
+        chunks.append(cur)
+    return [f"{FENCE}\n" + "\n".join(c) + f"\n{FENCE}" for c in chunks]
+
+
+# --- tables -----------------------------------------------------------------
+
+def _cell_caps(rows: tuple[tuple[str, ...], ...], n: int) -> list[int]:
+    """How many characters each of the ``n`` columns may show.
+
+    The same cap applies to every column (so only the widest are cut),
+    the largest one that keeps a row within :data:`LINE_TARGET`.
+    """
+    natural = [max((len(r[i]) for r in rows if i < len(r)), default=0) for i in range(n)]
+
+    def width(cap: int) -> int:
+        caps = [min(c, cap) for c in natural]
+        return sum(max(c + PADDING, MIN_WIDTH) for c in caps[:-1]) + caps[-1]
+
+    lo, hi = MIN_CELL, max(natural + [MIN_CELL])
+    if width(hi) <= LINE_TARGET:
+        return natural
+    while lo < hi:  # the largest cap in [MIN_CELL, hi] whose width fits
+        mid = (lo + hi + 1) // 2
+        if width(mid) <= LINE_TARGET:
+            lo = mid
+        else:
+            hi = mid - 1
+    return [min(c, lo) for c in natural]
+
+
+def _normal_rows(table: Table) -> tuple[tuple[str, ...], ...]:
+    """Rows of exactly one cell per column, cleaned; no cell is ever shown
+    wider than LINE_TARGET, so longer ones are shortened first (cheaply)."""
+    n = max(len(table.columns), 1)
+    keep = LINE_TARGET + 1
+    return tuple(tuple(_clean(c[:keep]) for c in row[:n]) + ("",) * (n - len(row)) for row in table.rows)
+
+
+class TableLayout:
+    """A table laid out once: escaped lines, and how many rows fit a page."""
+
+    def __init__(self, table: Table):
+        self.table = table
+        rows = _normal_rows(table)
+        cols = tuple(_clean(c) for c in table.columns) or ("",)
+        caps = _cell_caps(rows if table.headerless else (cols, *rows), len(cols))
+        cut = Table(tuple(clip(c, caps[i]) for i, c in enumerate(cols)),
+                    tuple(tuple(clip(c, caps[i]) for i, c in enumerate(r)) for r in rows),
+                    table.headerless)
+        if table.headerless and len(cols) == 1:
+            self.header = None
+            self.lines = [clip_escaped(r[0], MAX_LINE) for r in cut.rows]
+        else:
+            widths = column_widths(cut)
+            self.header = None if table.headerless else clip_escaped(format_row(cut.columns, widths), MAX_LINE)
+            self.lines = [clip_escaped(format_row(r, widths), MAX_LINE) for r in cut.rows]
+        widest = max((slen(ln) for ln in self.lines), default=0)
+        header = slen(self.header) + 1 if self.header else 0
+        # A page (header, rows, fences, a "more" line) within TABLE_BUDGET,
+        # counting every row as wide as the widest: the same rows per page
+        # whatever the page, so a page number always means the same rows.
+        per_budget = (TABLE_BUDGET - header - 200) // (widest + 1) if widest else PAGE_ROWS
+        self.rows_per_page = max(1, min(PAGE_ROWS, per_budget))
+
+    @property
+    def total(self) -> int:
+        return len(self.lines)
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.rows_per_page))
+
+    def page_blocks(self, page: int, budget: int, max_blocks: int) -> list[str]:
+        start = page * self.rows_per_page
+        body = self.lines[start:start + self.rows_per_page]
+        lines = ([self.header] if self.header else []) + body
+        if not body:
+            lines.append("(no rows)" if self.total == 0 else "(no rows on this page)")
+        return _code_chunks(lines, budget, max_blocks, more_label="rows")
+
+
+def _first_table(reply: Reply) -> Table | None:
+    return next((p for p in reply.parts if isinstance(p, Table)), None)
+
+
+def table_fingerprint(reply: Reply) -> str:
+    """Fingerprint of the table pages are taken from ("" when there is none)."""
+    table = _first_table(reply)
+    return table.fingerprint() if table is not None else ""
+
+
+def page_count(reply: Reply) -> int:
+    table = _first_table(reply)
+    return TableLayout(table).pages if table is not None else 1
+
+
+# --- other parts ------------------------------------------------------------
+
+def _bar(current: int, total: int, width: int = 20) -> str:
+    if total <= 0:
+        return ""
+    done = min(width, int(width * current / total))
+    return "[" + "=" * max(0, done - 1) + (">" if done else "") + " " * (width - done) + "]"
+
+
+def _progress_lines(p: Progress) -> list[str]:
+    lines = []
+    for layer in p.layers:
+        detail = ""
+        if layer.total:
+            detail = f" {_bar(layer.current, layer.total)} {human_size(layer.current)}/{human_size(layer.total)}"
+        lines.append(clip_escaped(_clean(f"{layer.id}: {layer.status}{detail}"), MAX_LINE))
+    if p.status:
+        lines.append(clip_escaped(_clean(p.status), MAX_LINE))
+    return lines
+
+
+def _part_blocks(part, budget: int, max_blocks: int, layout: TableLayout | None, page: int) -> list[dict] | None:
+    """The blocks of one part within ``budget``/``max_blocks`` ([] if it cannot
+    fit, None if there is nothing to show)."""
+    if max_blocks <= 0 or budget <= 0:
+        return []
+    if isinstance(part, Table):
+        assert layout is not None
+        return [_section(t) for t in layout.page_blocks(page, budget, max_blocks)]
+    if isinstance(part, Preformatted):
+        lines = [clip_escaped(_clean(ln), MAX_LINE) for ln in part.text.rstrip("\n").split("\n")]
+        return [_section(t) for t in _code_chunks(lines, budget, max_blocks)]
+    if isinstance(part, Notice):
+        return [_section(clip_escaped(part.text.strip(), min(MAX_SECTION, budget)))] if part.text.strip() else None
+    if isinstance(part, ErrorPart):
+        text = ":x: " + clip_escaped(part.message or "error", 1500)
+        if part.hint:
+            text += "\n:bulb: " + clip_escaped(part.hint, 1400)
+        return [_section(text)]
+    if isinstance(part, Progress):
+        icon = ":white_check_mark:" if part.done else ":hourglass_flowing_sand:"
+        blocks = [_section(f"{icon} *{clip_escaped(part.title, 500)}*")]
+        lines = _progress_lines(part)
+        if lines and max_blocks > 1:
+            blocks += [_section(t) for t in
+                       _code_chunks(lines, budget - block_chars(blocks[0]), max_blocks - 1)]
+        return blocks
+    # An unknown part type: say so rather than fail the whole message.
+    return [_section(clip_escaped(f"({type(part).__name__} cannot be shown in Slack)", 200))]
+
+
+# --- the message ------------------------------------------------------------
+
+def _fallback_text(reply: Reply, layout: TableLayout | None, page: int) -> str:
+    text = reply.summary
+    if not text:
+        for part in reply.parts:
+            if isinstance(part, ErrorPart):
+                text = part.message
+            elif isinstance(part, (Notice, Preformatted)):
+                text = part.text
+            elif isinstance(part, Progress):
+                text = part.title
+            else:
+                continue
+            break
+    text = (text or "").strip().split("\n")[0].strip() or reply.command.strip() or "Dockhand"
+    if not reply.ok:
+        text = "Error: " + text
+    if layout is not None and layout.pages > 1:
+        first = page * layout.rows_per_page + 1
+        last = min(layout.total, first + layout.rows_per_page - 1)
+        text += f" (rows {first:,}-{last:,} of {layout.total:,})"
+    return clip_escaped(text, MAX_FALLBACK)
+
+
+def render(reply: Reply, *, page: int = 0, command: str | None = None, header: str = "",
+           note: str = "", share: bool = False, interactive: bool = True) -> dict:
+    """The Slack message for ``reply``: ``{"text": fallback, "blocks": [...]}``.
+
+    ``page``: which page of the (first) table to show, clamped to the last.
+    ``command``: the command line buttons re-run (default ``reply.command``).
+    ``header``: trusted mrkdwn shown first (build it with :func:`mention`,
+    :func:`code`); ``note``: plain text shown as a warning under it.
+    ``share``: add "Share in channel"; ``interactive=False``: no buttons at
+    all (messages posted in a channel for the record).
+    """
+    command = reply.command if command is None else command
+    table = _first_table(reply)
+    layout = TableLayout(table) if table is not None else None
+    page = max(0, min(page, layout.pages - 1)) if layout is not None else 0
+
+    head: list[dict] = []
+    if header.strip():
+        head.append(_section(clip(header, MAX_HEADER)))
+    if note.strip():
+        head.append(_context(":warning: " + clip_escaped(note, MAX_NOTE)))
+
+    # Footer first: it must always fit; the parts get what is left.
+    foot: list[dict] = []
+    if layout is not None and layout.pages > 1:
+        first = page * layout.rows_per_page + 1
+        last = min(layout.total, first + layout.rows_per_page - 1)
+        foot.append(_context(f"Rows {first:,}–{last:,} of {layout.total:,} · page {page + 1:,} of {layout.pages:,}"))
+    buttons: list[dict] = []
+    if interactive:
+        fp = table.fingerprint() if table is not None else ""
+        if layout is not None and layout.pages > 1:
+            prev_v, next_v = page_value(command, page - 1, fp), page_value(command, page + 1, fp)
+            if slen(next_v) <= MAX_PAGE_VALUE:
+                if page > 0:
+                    buttons.append(_button("◀ Previous", ACTION_PREV, prev_v))
+                if page < layout.pages - 1:
+                    buttons.append(_button("Next ▶", ACTION_NEXT, next_v))
+        if share and reply.ok:
+            v = page_value(command, page)
+            if slen(v) <= MAX_PAGE_VALUE:
+                buttons.append(_button("Share in channel", ACTION_SHARE, v))
+    if buttons:
+        foot.append({"type": "actions", "elements": buttons})
+    if interactive and reply.actions:
+        run, room = [], RUN_BUTTONS_BUDGET
+        for i, action in enumerate(reply.actions[:MAX_ACTION_ELEMENTS]):
+            button = _button(action.label, f"{ACTION_RUN_PREFIX}{i}", run_value(action.command))
+            room -= block_chars(button)
+            if room < 0:
+                break
+            run.append(button)
+        if run:
+            foot.append({"type": "actions", "elements": run})
+    where = []
+    if command:
+        where.append(code(shown_command(command), 300))
+    if reply.host:
+        where.append("on " + code(reply.host, 300))
+    if reply.engine_version:
+        where.append("Docker Engine " + clip_escaped(reply.engine_version, 60))
+    if where:
+        foot.append(_context(" · ".join(where)))
+
+    budget = MESSAGE_BUDGET - sum(block_chars(b) for b in head + foot) - 100  # 100: the "omitted" note
+    free_blocks = MAX_BLOCKS - len(head) - len(foot) - 1  # one spare for an "omitted" note
+    # Parts in order of importance get their share first: errors and notices,
+    # then the table page, then progress and verbatim output.
+    rank = {ErrorPart: 0, Notice: 1, Table: 2, Progress: 3, Preformatted: 4}
+    order = sorted(range(len(reply.parts)), key=lambda i: (rank.get(type(reply.parts[i]), 5), i))
+    rendered: dict[int, list[dict]] = {}
+    omitted = 0
+    for i in order:
+        part = reply.parts[i]
+        part_layout = layout if part is table else (TableLayout(part) if isinstance(part, Table) else None)
+        part_page = page if part is table else 0
+        blocks = _part_blocks(part, budget, free_blocks, part_layout, part_page)
+        if blocks is None:
+            continue
+        size = sum(block_chars(b) for b in blocks)
+        if not blocks or size > budget or len(blocks) > free_blocks:
+            omitted += 1
+            continue
+        rendered[i] = blocks
+        budget -= size
+        free_blocks -= len(blocks)
+    body = [b for i in range(len(reply.parts)) for b in rendered.get(i, [])]
+    if omitted:
+        body.append(_context(f"_{omitted} more part{'s' if omitted > 1 else ''} of this reply "
+                             "did not fit in a Slack message._"))
+    blocks = head + body + foot
+    if not blocks:
+        blocks = [_section(clip_escaped(reply.summary.strip() or "Done.", MAX_SECTION))]
+    return {"text": _fallback_text(reply, layout, page), "blocks": blocks}
+
+
+def plain(text: str) -> dict:
+    """A one-section message of plain (escaped) text."""
+    t = clip_escaped(text, MAX_SECTION)
+    return {"text": clip_escaped(text, MAX_FALLBACK), "blocks": [_section(t or " ")]}
+
+
+__all__ = [
+    "render", "plain", "escape", "mention", "code", "clip", "clip_escaped", "slen", "shown_command",
+    "page_value", "run_value", "parse_value", "table_fingerprint", "page_count", "block_chars",
+    "ACTION_PREV", "ACTION_NEXT", "ACTION_SHARE", "ACTION_RUN_PREFIX", "TableLayout",
+]

@@ -1,0 +1,76 @@
+"""Button clicks: run a command (help buttons), share in channel, turn a page.
+
+Button values are made by ``bot.render.blockkit`` (JSON: ``c`` the command
+line, ``p`` the page, ``f`` the table's fingerprint); every click re-runs the
+command as the person who clicked, so what they see is the engine's state
+now and what they may do is checked for them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bot.config import Settings
+from bot.render.blockkit import ACTION_NEXT, ACTION_PREV, ACTION_RUN_PREFIX, ACTION_SHARE
+from handlers.context import Services
+
+from .runtime import SlackRuntime, actor_for, body_key
+
+RUN_ACTIONS = re.compile("^" + re.escape(ACTION_RUN_PREFIX) + r"\d+$")
+PAGE_ACTIONS = re.compile("^(" + re.escape(ACTION_PREV) + "|" + re.escape(ACTION_NEXT) + ")$")
+
+
+def _who(body: dict, runtime: SlackRuntime):
+    user = body.get("user") or {}
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
+    actor = actor_for(user.get("id", ""), user.get("username") or user.get("name", ""), channel,
+                      runtime.settings)
+    return actor, channel
+
+
+def _key(body: dict, action: dict) -> str:
+    user = (body.get("user") or {}).get("id", "")
+    ts = action.get("action_ts")
+    return f"act:{user}:{action.get('action_id')}:{ts}" if ts else "act:" + body_key(body)
+
+
+def register(app, services: Services, settings: Settings, *, runtime: SlackRuntime | None = None,
+             dispatch=None) -> SlackRuntime:
+    runtime = runtime or SlackRuntime(settings, services, dispatch)
+
+    @app.action(RUN_ACTIONS)
+    async def on_run_button(ack, body: dict, action: dict, client, request) -> None:
+        await ack()
+        respond = runtime.responder(body.get("response_url"))
+        async with runtime.job(respond):
+            if not runtime.first_delivery(_key(body, action), request.headers):
+                return
+            actor, channel = _who(body, runtime)
+            value = await runtime.button_value(action.get("value", ""), respond)
+            if value is not None:
+                await runtime.run(value["c"], actor, channel=channel, respond=respond, client=client,
+                                  from_button=True)
+
+    @app.action(ACTION_SHARE)
+    async def on_share_button(ack, body: dict, action: dict, client, request) -> None:
+        await ack()
+        respond = runtime.responder(body.get("response_url"))
+        async with runtime.job(respond):
+            if not runtime.first_delivery(_key(body, action), request.headers):
+                return
+            actor, channel = _who(body, runtime)
+            await runtime.share(action.get("value", ""), actor, channel=channel, respond=respond, client=client)
+
+    @app.action(PAGE_ACTIONS)
+    async def on_page_button(ack, body: dict, action: dict, request) -> None:
+        await ack()
+        respond = runtime.responder(body.get("response_url"))
+        async with runtime.job(respond):
+            if not runtime.first_delivery(_key(body, action), request.headers):
+                return
+            actor, _ = _who(body, runtime)
+            ephemeral = bool((body.get("container") or {}).get("is_ephemeral"))
+            share = ephemeral and runtime.visibility == "ephemeral"
+            await runtime.turn_page(action.get("value", ""), actor, respond=respond, share=share)
+
+    return runtime

@@ -1,0 +1,258 @@
+"""The Bolt app and its two runners.
+
+``create_app(settings, services)`` builds an ``AsyncApp`` with every
+listener registered. ``serve(settings, services)`` runs it until SIGTERM or
+SIGINT:
+
+* HTTP mode (no ``SLACK_APP_TOKEN``): aiohttp on ``HOST:PORT``, Slack posts
+  to ``/slack/events``; Bolt verifies every request's signature (401
+  otherwise) before any listener runs.
+* Socket Mode (``SLACK_APP_TOKEN=xapp-...``): a WebSocket opened by
+  ``apps.connections.open``; no public URL needed.
+
+On a signal it stops taking requests, lets running commands finish (up to
+:data:`DRAIN_SECONDS`), then closes the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from handlers.context import Services
+
+from . import actions, commands
+from .runtime import HTTP_TIMEOUT, AckGate, Dispatch, SlackRuntime
+
+log = logging.getLogger("dockhand.slack")
+
+EVENTS_PATH = "/slack/events"
+DRAIN_SECONDS = 20.0
+DEFAULT_API_URL = "https://slack.com/api/"
+
+
+def api_url(settings: Settings) -> str:
+    url = settings.slack_api_url or DEFAULT_API_URL
+    return url if url.endswith("/") else url + "/"
+
+
+class DockhandApp(AsyncApp):
+    """Bolt's AsyncApp, counting the requests it has not answered yet so that
+    work after an ack can let the other acks go first (see ``AckGate``)."""
+
+    ack_gate: AckGate | None = None
+
+    async def async_dispatch(self, req):
+        gate = self.ack_gate
+        if gate is None:
+            return await super().async_dispatch(req)
+        gate.arrived()
+        try:
+            return await super().async_dispatch(req)
+        finally:
+            gate.answered()
+
+
+def build(settings: Settings, services: Services, *, dispatch: Dispatch | None = None
+          ) -> tuple[AsyncApp, SlackRuntime]:
+    """The app and the runtime its listeners share (``serve`` drains it)."""
+    client = AsyncWebClient(
+        token=settings.slack_bot_token,
+        base_url=api_url(settings),
+        timeout=HTTP_TIMEOUT,
+        retry_handlers=[AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+    )
+    app = DockhandApp(
+        name="dockhand",
+        logger=_bolt_logger(),
+        signing_secret=settings.slack_signing_secret,
+        client=client,
+        process_before_response=False,
+    )
+    runtime = SlackRuntime(settings, services, dispatch)
+    app.ack_gate = runtime.gate
+    commands.register(app, services, settings, runtime=runtime)
+    actions.register(app, services, settings, runtime=runtime)
+    return app, runtime
+
+
+class _DropTokenNotice(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN (which it reads from the environment by
+    itself) is unused because a client is given: that is the intent here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("dockhand.slack.bolt")
+    if not any(isinstance(f, _DropTokenNotice) for f in logger.filters):
+        logger.addFilter(_DropTokenNotice())
+    return logger
+
+
+def create_app(settings: Settings, services: Services, *, dispatch: Dispatch | None = None) -> AsyncApp:
+    return build(settings, services, dispatch=dispatch)[0]
+
+
+def web_app(app: AsyncApp, runtime: SlackRuntime, *, drain: float = DRAIN_SECONDS):
+    """The aiohttp application for HTTP mode (``POST /slack/events``).
+
+    Its start-up opens the shared HTTP session to Slack; its shutdown (after
+    the listening socket is closed) lets running commands finish for up to
+    ``drain`` seconds, then closes the session.
+    """
+    web_application = app.web_app(path=EVENTS_PATH)
+
+    async def on_startup(_):
+        await runtime.open(app.client)
+
+    async def on_shutdown(_):
+        await runtime.drain(drain)
+
+    async def on_cleanup(_):
+        await runtime.close()
+
+    web_application.on_startup.append(on_startup)
+    web_application.on_shutdown.append(on_shutdown)
+    web_application.on_cleanup.append(on_cleanup)
+    return web_application
+
+
+# --- running ------------------------------------------------------------------
+
+class StartupError(Exception):
+    """A one-line reason why Dockhand cannot start talking to Slack.
+
+    ``status`` follows ``dockhand``'s exit statuses: 2 for a configuration
+    Slack refuses, 1 for anything else (port taken, Slack unreachable).
+    """
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
+def serve(settings: Settings, services: Services) -> int:
+    """Run the Slack front end until SIGTERM/SIGINT; the process exit status."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=settings.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_serve(settings, services))
+    except StartupError as exc:
+        print(f"dockhand: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+
+
+async def _serve(settings: Settings, services: Services) -> int:
+    if os.environ.get("SLACK_CLIENT_ID") and os.environ.get("SLACK_CLIENT_SECRET"):
+        raise StartupError("SLACK_CLIENT_ID and SLACK_CLIENT_SECRET are set, which turns on Bolt's "
+                           "multi-workspace OAuth flow; Dockhand is installed in one workspace with "
+                           "SLACK_BOT_TOKEN: unset them.", status=2)
+    app, runtime = build(settings, services)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        identity = await _check_token(app.client, settings)
+        if settings.socket_mode:
+            await _run_socket_mode(app, runtime, settings, stop, identity)
+        else:
+            await _run_http(app, runtime, settings, stop, identity)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        close = getattr(services.engine, "close", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:
+                log.exception("closing the engine failed")
+    log.info("stopped")
+    return 0
+
+
+async def _check_token(client: AsyncWebClient, settings: Settings) -> str:
+    """Fail at start, in one line, when Slack is unreachable or refuses the token."""
+    try:
+        auth = await client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error", "error")
+        raise StartupError(f"Slack refused SLACK_BOT_TOKEN ({error}): copy the Bot User OAuth Token "
+                           "from your app's 'OAuth & Permissions' page and reinstall the app if needed",
+                           status=2)
+    except Exception as exc:
+        raise StartupError(f"cannot reach the Slack API at {api_url(settings)} "
+                           f"({type(exc).__name__}: {exc or 'no detail'})")
+    return f"{auth.get('user') or auth.get('user_id')} in {auth.get('team') or auth.get('team_id')}"
+
+
+async def _run_http(app: AsyncApp, runtime: SlackRuntime, settings: Settings, stop: asyncio.Event,
+                    identity: str) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(web_app(app, runtime), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {settings.http_host}:{settings.http_port} "
+                           f"({exc.strerror or exc}): choose another PORT or HOST")
+    log.info("Dockhand (%s) listening on http://%s:%d%s for Slack; target %s", identity,
+             settings.http_host, settings.http_port, EVENTS_PATH, settings.target_label)
+    try:
+        await stop.wait()
+        log.info("stopping: no new requests; finishing running commands (up to %.0fs)", DRAIN_SECONDS)
+    finally:
+        await runner.cleanup()  # closes the socket, then drains (web_app's on_shutdown)
+
+
+async def _run_socket_mode(app: AsyncApp, runtime: SlackRuntime, settings: Settings, stop: asyncio.Event,
+                           identity: str, *, drain: float = DRAIN_SECONDS) -> None:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    await runtime.open(app.client)
+    handler = AsyncSocketModeHandler(app, settings.slack_app_token)
+    try:
+        # Ask for the WebSocket URL ourselves: a refused app token then stops
+        # the start-up with one line instead of an endless reconnect loop.
+        response = await app.client.apps_connections_open(app_token=settings.slack_app_token)
+        handler.client.wss_uri = response["url"]
+    except SlackApiError as exc:
+        await handler.close_async()
+        await runtime.close()
+        error = exc.response.get("error", "error")
+        raise StartupError(f"Slack refused SLACK_APP_TOKEN ({error}): create an app-level token with "
+                           "the connections:write scope (Basic Information > App-Level Tokens) and "
+                           "turn Socket Mode on", status=2)
+    except Exception as exc:
+        await handler.close_async()
+        await runtime.close()
+        raise StartupError(f"cannot open a Socket Mode connection ({type(exc).__name__}: {exc})")
+    await handler.connect_async()
+    log.info("Dockhand (%s) connected to Slack in Socket Mode; target %s", identity, settings.target_label)
+    try:
+        await stop.wait()
+        log.info("stopping: disconnecting; finishing running commands (up to %.0fs)", drain)
+    finally:
+        await handler.close_async()
+        await runtime.drain(drain)
+        await runtime.close()

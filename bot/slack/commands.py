@@ -1,0 +1,53 @@
+"""Slash commands: ``/docker``, ``/images``, ``/search``, ``/pull``, ``/rmi``.
+
+Each listener acks at once (an empty ack: nothing is shown until the reply,
+and Slack's 3-second clock stops whatever the engine does), then runs the
+command line ``"<verb> <text>"`` through the shared :class:`SlackRuntime`.
+"""
+
+from __future__ import annotations
+
+from bot.config import Settings
+from handlers.context import Services
+
+from .runtime import SlackRuntime, actor_for, body_key, normalize_text
+
+# slash command -> the first word of the command line it stands for
+SLASH_COMMANDS = {
+    "/docker": "docker",
+    "/images": "images",
+    "/search": "search",
+    "/pull": "pull",
+    "/rmi": "rmi",
+}
+
+
+def command_line(verb: str, text: str) -> str:
+    return f"{verb} {normalize_text(text)}".strip()
+
+
+def register(app, services: Services, settings: Settings, *, runtime: SlackRuntime | None = None,
+             dispatch=None) -> SlackRuntime:
+    runtime = runtime or SlackRuntime(settings, services, dispatch)
+    for slash, verb in SLASH_COMMANDS.items():
+        app.command(slash)(_listener(runtime, verb))
+    return runtime
+
+
+def _listener(runtime: SlackRuntime, verb: str):
+    async def on_slash_command(ack, command: dict, client, request) -> None:
+        await ack()
+        respond = runtime.responder(command.get("response_url"))
+        async with runtime.job(respond):
+            key = "cmd:" + (command.get("trigger_id") or body_key(command))
+            if not runtime.first_delivery(key, request.headers):
+                return
+            channel = command.get("channel_id", "")
+            actor = actor_for(command.get("user_id", ""), command.get("user_name", ""), channel,
+                              runtime.settings)
+            await runtime.run(command_line(verb, command.get("text", "")), actor, channel=channel,
+                              respond=respond, client=client)
+
+    on_slash_command.__name__ = f"on_{verb}_command"
+    on_slash_command.__qualname__ = on_slash_command.__name__
+    return on_slash_command

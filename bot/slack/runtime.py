@@ -1,0 +1,553 @@
+"""What slash commands and buttons share once Slack has been acked.
+
+Every listener acks first and then hands over to :class:`SlackRuntime`,
+which turns the payload into an :class:`~handlers.context.Actor` and a
+command line, runs ``handlers.dispatch``, renders the reply with
+``bot.render.blockkit`` and gets it to Slack:
+
+* read-only replies: ``respond()`` on the ``response_url``, ephemeral by
+  default (``DOCKHAND_REPLY_VISIBILITY``), with a "Share in channel" button;
+* ``pull``: one ``chat.postMessage`` in the channel naming the requester,
+  then ``chat.update`` with progress (at most one update a second) and the
+  result;
+* anything that goes wrong on our side: a short "internal error, logged as
+  <id>" for the person and the traceback in the log, never in Slack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable, Optional
+
+from bot.config import Settings
+from bot.render import blockkit
+from handlers.commands import MANAGEMENT, find_command
+from handlers.context import Actor, Emit, Services
+from handlers.replies import Reply, Status, error_reply
+
+log = logging.getLogger("dockhand.slack")
+
+Dispatch = Callable[..., Awaitable[Reply]]
+Message = dict  # {"text": ..., "blocks": [...]} from blockkit.render
+
+# chat.postMessage errors that mean "this bot cannot post in that conversation":
+# fall back to the response_url, which works wherever the command was typed.
+CANNOT_POST = frozenset({
+    "not_in_channel", "channel_not_found", "is_archived", "restricted_action",
+    "restricted_action_read_only_channel", "restricted_action_thread_only_channel",
+    "restricted_action_non_threadable_channel", "cannot_dm_bot", "team_access_not_granted",
+    "ekm_access_denied", "missing_scope",
+})
+# Errors about the message itself: retry once as plain text.
+BAD_MESSAGE = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long"})
+
+OFFLOAD_WEIGHT = 2000  # render replies bigger than this (cells) in a worker thread
+HTTP_TIMEOUT = 15  # seconds for any call to Slack
+ACK_GATE_MAX_WAIT = 0.1  # seconds work after an ack may yield to pending acks
+UPDATE_INTERVAL = 1.0  # seconds between chat.update calls on one message
+DEDUPE_TTL = 600.0  # Slack signs with a 5-minute window; remember twice that
+
+
+# --- payload -> command line and actor ----------------------------------------
+
+_SMART = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'",
+                        "\u00a0": " "})
+_DASH_FLAG = re.compile(r"(^|\s)[\u2014\u2013](?=[A-Za-z])")
+
+
+def normalize_text(text: str) -> str:
+    """The command text as the person meant it.
+
+    Slack escapes ``&``, ``<`` and ``>`` in command text; desktop clients may
+    turn quotes into curly quotes and ``--`` into an em dash (``—limit``).
+    """
+    text = (text or "").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    text = text.translate(_SMART)
+    return _DASH_FLAG.sub(lambda m: m.group(1) + "--", text).strip()
+
+
+def actor_for(user_id: str, user_name: str, channel: str, settings: Settings) -> Actor:
+    return Actor(id=user_id, name=user_name, is_admin=user_id in settings.admins, via="slack",
+                 channel=channel)
+
+
+def command_kind(line: str) -> str:
+    """``pull``, ``read`` (safe to re-run and to share) or ``write``.
+
+    Uses the handlers' own command table (``CommandSpec.read_only``), after
+    the same leading ``/`` and ``docker`` that ``handlers.dispatch`` drops.
+    """
+    words = line.split()
+    if words and words[0].startswith("/"):
+        words[0] = words[0][1:]
+        if not words[0]:
+            words = words[1:]
+    if words and words[0] == "docker":
+        words = words[1:]
+    if not words or words[0] in ("-h", "--help", "-v", "--version"):
+        return "read"  # help, version
+    if words[0] in MANAGEMENT and (len(words) == 1 or words[1] in ("-h", "--help")):
+        return "read"  # "docker image": the group's help
+    spec, _ = find_command(words)
+    if spec is None:
+        return "write"  # unknown: dispatch answers with a usage error
+    if spec.path[-1] == "pull":
+        return "pull"
+    return "read" if spec.read_only else "write"
+
+
+def _pull_target(line: str) -> str:
+    return re.sub(r"^/?(?:docker\s+)?(?:image\s+)?pull\b\s*", "", line.strip(), flags=re.I)
+
+
+# --- dedupe -------------------------------------------------------------------
+
+class Deduper:
+    """Keys seen in the last ``ttl`` seconds (bounded memory)."""
+
+    def __init__(self, ttl: float = DEDUPE_TTL, max_items: int = 100_000, clock=time.monotonic):
+        self.ttl, self.max_items, self.clock = ttl, max_items, clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first(self, key: str) -> bool:
+        """True the first time ``key`` is seen within the window."""
+        now = self.clock()
+        while self._seen and (len(self._seen) >= self.max_items
+                              or next(iter(self._seen.values())) < now - self.ttl):
+            self._seen.popitem(last=False)
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
+
+
+def body_key(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --- posting ------------------------------------------------------------------
+
+def _slack_error(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    try:
+        return str(response["error"])  # SlackApiError
+    except Exception:
+        return type(exc).__name__
+
+
+class ChannelPost:
+    """One message in a channel that is posted once and then updated.
+
+    Uses ``chat.postMessage``/``chat.update``; where the bot may not post
+    (a private channel it is not in, a DM), falls back to the command's
+    ``response_url`` with ``response_type=in_channel`` (no interim updates
+    there: a response_url takes at most five messages).
+    """
+
+    def __init__(self, client, channel: str, respond=None):
+        self.client, self.channel, self.respond = client, channel, respond
+        self.ts: str = ""
+        self.via_response_url = False
+
+    async def post(self, message: Message) -> bool:
+        try:
+            resp = await self._call(self.client.chat_postMessage, channel=self.channel, message=message,
+                                    unfurl_links=False, unfurl_media=False)
+        except Exception as exc:
+            error = _slack_error(exc)
+            if self.respond is None or error not in CANNOT_POST:
+                log.error("chat.postMessage to %s failed: %s", self.channel, error)
+                return False
+            log.info("cannot post in %s (%s): answering through the response_url", self.channel, error)
+            self.via_response_url = True
+            return await send_response(self.respond, message, response_type="in_channel",
+                                       replace_original=False)
+        self.ts, self.channel = resp["ts"], resp.get("channel") or self.channel
+        return True
+
+    async def update(self, message: Message, *, final: bool = False) -> bool:
+        if self.ts:
+            try:
+                await self._call(self.client.chat_update, channel=self.channel, ts=self.ts, message=message)
+                return True
+            except Exception as exc:
+                log.error("chat.update of %s/%s failed: %s", self.channel, self.ts, _slack_error(exc))
+                return False
+        if self.via_response_url and final:
+            return await send_response(self.respond, message, response_type="in_channel",
+                                       replace_original=True)
+        return False
+
+    @staticmethod
+    async def _call(method, *, message: Message, **kwargs):
+        try:
+            return await method(text=message["text"], blocks=message["blocks"], **kwargs)
+        except Exception as exc:
+            if _slack_error(exc) not in BAD_MESSAGE:
+                raise
+            log.error("Slack refused a rendered message (%s); sending its text only", _slack_error(exc))
+            return await method(text=message["text"] or "(no text)", blocks=[], **kwargs)
+
+
+async def send_response(respond, message: Message, **kwargs) -> bool:
+    """Send ``message`` to a response_url; on a refusal retry as plain text."""
+    try:
+        resp = await respond(text=message["text"], blocks=message["blocks"], **kwargs)
+        if resp.status_code == 200:
+            return True
+        log.error("response_url refused the reply: %s %s; retrying as text", resp.status_code,
+                  str(resp.body)[:200])
+        resp = await respond(text=message["text"] or "(no text)", **kwargs)
+        return resp.status_code == 200
+    except Exception as exc:
+        log.error("response_url call failed: %s", exc)
+        return False
+
+
+class Throttle:
+    """Pushes the latest interim message at most once per ``interval``.
+
+    ``push`` never waits (the pull keeps streaming); a newer interim message
+    replaces one still waiting. ``final`` sends the last message, keeping
+    the interval too, after any interim send in flight.
+    """
+
+    def __init__(self, send: Callable[[Message], Awaitable[Any]], interval: float = UPDATE_INTERVAL,
+                 clock=time.monotonic):
+        self._send, self.interval, self.clock = send, interval, clock
+        self._pending: Optional[Message] = None
+        self._last = float("-inf")
+        self._task: Optional[asyncio.Task] = None
+
+    def push(self, message: Message) -> None:
+        self._pending = message
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._flush())
+
+    async def _wait_turn(self) -> None:
+        delay = self._last + self.interval - self.clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _flush(self) -> None:
+        while self._pending is not None:
+            await self._wait_turn()
+            message, self._pending = self._pending, None
+            if message is None:
+                break
+            self._last = self.clock()
+            try:
+                await self._send(message)
+            except Exception:
+                log.exception("interim update failed")
+
+    async def final(self, message: Message, send: Callable[[Message], Awaitable[Any]] | None = None) -> Any:
+        """Send the last message (with ``send`` if given) and return its result."""
+        self._pending = None
+        if self._task is not None and not self._task.done():
+            await asyncio.wait([self._task])
+        await self._wait_turn()
+        self._last = self.clock()
+        return await (send or self._send)(message)
+
+
+class AckGate:
+    """Acks first: work done after an ack yields while other requests still
+    wait for theirs.
+
+    The app counts requests it has not answered yet (``arrived`` /
+    ``answered``, around Bolt's dispatch). Work after an ack (parsing, the
+    engine call, rendering, posting) first awaits :meth:`turn`, which returns
+    once every request in flight has its answer, or after ``max_wait``
+    seconds at most (so a flood of requests cannot starve the replies).
+    """
+
+    def __init__(self, max_wait: float = ACK_GATE_MAX_WAIT):
+        self.max_wait = max_wait
+        self.unanswered = 0
+        self._clear: Optional[asyncio.Event] = None
+
+    def _event(self) -> asyncio.Event:
+        if self._clear is None:
+            self._clear = asyncio.Event()
+            if self.unanswered == 0:
+                self._clear.set()
+        return self._clear
+
+    def arrived(self) -> None:
+        self.unanswered += 1
+        self._event().clear()
+
+    def answered(self) -> None:
+        self.unanswered = max(0, self.unanswered - 1)
+        if self.unanswered == 0:
+            self._event().set()
+
+    async def turn(self) -> None:
+        if self.unanswered == 0:
+            return
+        try:
+            await asyncio.wait_for(self._event().wait(), self.max_wait)
+        except asyncio.TimeoutError:
+            pass
+
+
+# --- the runtime ----------------------------------------------------------------
+
+def _incident() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def internal_error_message(incident: str) -> Message:
+    return blockkit.plain(f"Internal error, logged as {incident}. Nothing about it is shown here; "
+                          "whoever runs Dockhand can find the details in its log under that id.")
+
+
+class SlackRuntime:
+    def __init__(self, settings: Settings, services: Services, dispatch: Dispatch | None = None):
+        self.settings = settings
+        self.services = services
+        if dispatch is None:
+            from handlers import dispatch as real_dispatch
+            dispatch = real_dispatch
+        self._dispatch = dispatch
+        self.seen = Deduper()
+        self.gate = AckGate()
+        self._jobs: set[asyncio.Task] = set()
+        self.session = None  # one aiohttp session (kept-alive connections to Slack) once open()
+
+    # -- lifecycle
+
+    async def open(self, client=None) -> None:
+        """Share one HTTP session among every Slack call (Web API and
+        response_urls): connections to Slack are kept alive instead of a new
+        TLS handshake per reply. ``client`` is the app's Web API client."""
+        import aiohttp
+
+        if self.session is None or self.session.closed:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))
+        if client is not None:
+            client.session = self.session
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def responder(self, response_url: str | None):
+        """``respond(**message)`` for a response_url, on the shared session."""
+        from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+        async def respond(**kwargs):
+            if not response_url:
+                raise ValueError("no response_url in this payload")
+            return await AsyncWebhookClient(response_url, session=self.session, timeout=HTTP_TIMEOUT).send(**kwargs)
+
+        return respond
+
+    # -- plumbing
+
+    @property
+    def host(self) -> str:
+        return (self.services.host_label or getattr(self.services.engine, "host", "")
+                or self.settings.target_label)
+
+    @property
+    def visibility(self) -> str:
+        return self.settings.reply_visibility
+
+    def first_delivery(self, key: str, headers: dict | None = None) -> bool:
+        """False for a delivery already handled (a retry, or a replayed request)."""
+        if self.seen.first(key):
+            return True
+        retry = (headers or {}).get("x-slack-retry-num") or ["-"]
+        log.info("ignored a repeated delivery of %s (X-Slack-Retry-Num: %s)", key[:60], retry[0])
+        return False
+
+    @contextlib.asynccontextmanager
+    async def job(self, respond=None):
+        """Track the running listener (for a clean shutdown) and catch what
+        nobody else did: log it, tell the person an incident id."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._jobs.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            incident = _incident()
+            log.exception("internal error %s in the Slack front end", incident)
+            if respond is not None:
+                with contextlib.suppress(Exception):
+                    await send_response(respond, internal_error_message(incident),
+                                        response_type="ephemeral", replace_original=False)
+        finally:
+            if task is not None:
+                self._jobs.discard(task)
+
+    async def drain(self, timeout: float) -> None:
+        """Let running commands finish for ``timeout`` s, then cancel them."""
+        pending = {t for t in self._jobs if not t.done()}
+        if not pending:
+            return
+        log.info("waiting up to %.0fs for %d running command(s)", timeout, len(pending))
+        _, pending = await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    async def dispatch(self, line: str, actor: Actor, emit: Emit = None) -> Reply:
+        await self.gate.turn()
+        try:
+            reply = await self._dispatch(line, actor, self.services, emit)
+            if not isinstance(reply, Reply):
+                raise TypeError(f"dispatch returned {type(reply).__name__}, not a Reply")
+            return reply
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            incident = _incident()
+            log.exception("internal error %s while running %r for %s", incident, line, actor.id)
+            return error_reply(line, f"Internal error, logged as {incident}.",
+                               "This is a bug in Dockhand, not in your command: give the id to "
+                               "whoever runs Dockhand (the details are in its log).").with_context(
+                                   self.host, getattr(self.services, "engine_version", ""))
+
+    async def render(self, reply: Reply, **kwargs) -> Message:
+        """``blockkit.render``, off the event loop for big replies (acks stay fast)."""
+        await self.gate.turn()
+        if _weight(reply) > OFFLOAD_WEIGHT:
+            return await asyncio.to_thread(self._render_now, reply, **kwargs)
+        return self._render_now(reply, **kwargs)
+
+    def _render_now(self, reply: Reply, **kwargs) -> Message:
+        try:
+            return blockkit.render(reply, **kwargs)
+        except Exception:
+            incident = _incident()
+            log.exception("internal error %s rendering the reply to %r", incident, reply.command)
+            return internal_error_message(incident)
+
+    # -- flows
+
+    async def run(self, line: str, actor: Actor, *, channel: str, respond, client,
+                  from_button: bool = False) -> None:
+        """Run one command line and answer it (the slash command and help-button flow)."""
+        kind = command_kind(line)
+        if kind == "pull" and _pull_target(line):
+            await self.run_pull(line, actor, channel=channel, respond=respond, client=client)
+            return
+        reply = await self.dispatch(line, actor)
+        extra = {"replace_original": False} if from_button else {}
+        share = self.visibility == "ephemeral" and kind == "read"
+        await send_response(respond, await self.render(reply, command=line, share=share),
+                            response_type=self.visibility, **extra)
+
+    async def run_pull(self, line: str, actor: Actor, *, channel: str, respond, client) -> None:
+        who, what, where = blockkit.mention(actor.id), blockkit.code(_pull_target(line)), blockkit.code(self.host)
+        pulling = f":arrow_down: {who} is pulling {what} on {where}…"
+        post = ChannelPost(client, channel, respond)
+        first = Reply(command=line, parts=(), summary=f"Pulling {_pull_target(line)} on {self.host}…",
+                      host=self.host)
+        if not await post.post(await self.render(first, command=line, header=pulling, interactive=False)):
+            # Neither the channel nor the response_url took it: answer privately.
+            post = None
+        throttle = Throttle(lambda m: post.update(m))
+
+        async def emit(interim: Reply) -> None:
+            try:
+                if post is not None and post.ts:
+                    throttle.push(await self.render(interim, command=line, header=pulling, interactive=False))
+            except Exception:
+                log.exception("rendering pull progress failed")
+
+        try:
+            reply = await self.dispatch(line, actor, emit)
+        except asyncio.CancelledError:
+            if post is not None:
+                stopped = Reply(command=line, parts=(), status=Status.FAILED, host=self.host,
+                                summary="Dockhand stopped during the pull")
+                with contextlib.suppress(Exception):
+                    await throttle.final(await self.render(
+                        stopped, command=line, interactive=False,
+                        header=f":warning: Dockhand stopped while {who} was pulling {what} on {where}: "
+                               "the pull may not have finished. Check with `/images`."),
+                        send=lambda m: post.update(m, final=True))
+            raise
+        icon, verb = (":white_check_mark:", "pulled") if reply.ok else (":x:", "could not pull")
+        message = await self.render(reply, command=line, header=f"{icon} {who} {verb} {what} on {where}",
+                                    interactive=False)
+        if post is None:
+            await send_response(respond, message, response_type="ephemeral")
+            return
+        delivered = await throttle.final(message, send=lambda m: post.update(m, final=True))
+        if not delivered and not post.via_response_url:
+            # The channel message could not be updated: at least tell the requester.
+            await send_response(respond, message, response_type="ephemeral")
+
+    @staticmethod
+    async def button_value(value: str, respond, *, read_only: bool = False) -> dict | None:
+        """A button's value made by ``blockkit``, or None after telling the person why not."""
+        try:
+            v = blockkit.parse_value(value)
+            if not read_only or command_kind(v["c"]) == "read":
+                return v
+        except ValueError:
+            pass
+        await send_response(respond, blockkit.plain("This button is out of date: run the command again."),
+                            response_type="ephemeral", replace_original=False)
+        return None
+
+    async def share(self, value: str, actor: Actor, *, channel: str, respond, client) -> None:
+        v = await self.button_value(value, respond, read_only=True)
+        if v is None:
+            return
+        line = v["c"]
+        reply = await self.dispatch(line, actor)
+        if not reply.ok:
+            await send_response(respond, await self.render(reply, command=line), response_type="ephemeral",
+                                replace_original=False)
+            return
+        header = f":eyes: {blockkit.mention(actor.id)} shared {blockkit.code(blockkit.shown_command(line))}"
+        message = await self.render(reply, page=v["p"], command=line, header=header, interactive=False)
+        if not await ChannelPost(client, channel, respond).post(message):
+            await send_response(respond, blockkit.plain(
+                "Dockhand could not post in this conversation. Invite it with /invite @Dockhand "
+                "and try again."), response_type="ephemeral", replace_original=False)
+
+    async def turn_page(self, value: str, actor: Actor, *, respond, share: bool) -> None:
+        v = await self.button_value(value, respond, read_only=True)
+        if v is None:
+            return
+        line = v["c"]
+        reply = await self.dispatch(line, actor)
+        if not reply.ok:
+            await send_response(respond, await self.render(reply, command=line), response_type="ephemeral",
+                                replace_original=False)
+            return
+        changed = bool(v["f"]) and blockkit.table_fingerprint(reply) != v["f"]
+        note = "The list changed since the previous page." if changed else ""
+        message = await self.render(reply, page=v["p"], command=line, note=note, share=share)
+        await send_response(respond, message, replace_original=True)
+
+
+def _weight(reply: Reply) -> int:
+    """Roughly how much work rendering ``reply`` is (table cells, text)."""
+    total = 0
+    for part in reply.parts:
+        rows = getattr(part, "rows", None)
+        if rows is not None:
+            total += len(rows) * max(1, len(getattr(part, "columns", ())))
+        else:
+            total += len(getattr(part, "text", "")) // 20 + len(getattr(part, "layers", ()))
+    return total
+
