@@ -501,8 +501,10 @@ class DockerEngine:
         self._executor = ThreadPoolExecutor(max_workers=max_workers,
                                             thread_name_prefix="dockhand-engine")
         self._max_workers = max_workers
-        # Pulls hold a worker for their whole length: leave two for the rest.
-        self._pull_slots = max(1, max_workers - 2)
+        # Pulls and searches wait on registries, sometimes for long: together
+        # they may hold all workers but two, so local calls (list, inspect,
+        # info, ...) always find a free worker.
+        self._registry_slots = max(1, max_workers - 2)
         self._gate: asyncio.Semaphore | None = None
         self._gate_loop: asyncio.AbstractEventLoop | None = None
         self._api: docker.APIClient | None = None
@@ -588,10 +590,10 @@ class DockerEngine:
                 raise EngineError(f"the connection to the engine at {self._host} is closed") from exc
             raise
 
-    def _pull_gate(self) -> asyncio.Semaphore:
+    def _registry_gate(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._gate is None or self._gate_loop is not loop:
-            self._gate = asyncio.Semaphore(self._pull_slots)
+            self._gate = asyncio.Semaphore(self._registry_slots)
             self._gate_loop = loop
         return self._gate
 
@@ -623,7 +625,7 @@ class DockerEngine:
         self._check_open()
         loop = asyncio.get_running_loop()
         ref = f"{repository}:{tag}"
-        async with self._pull_gate():
+        async with self._registry_gate():
             self._check_open()
             queue: asyncio.Queue = asyncio.Queue()
             stream = _PullStream()
@@ -749,7 +751,8 @@ class DockerEngine:
             # APIClient.search() knows no filters: same endpoint, one more parameter.
             return api._result(api._get(api._url("/images/search"), params=params), True)
 
-        raw = await self._run(OP_SEARCH, call, ref=term)
+        async with self._registry_gate():
+            raw = await self._run(OP_SEARCH, call, ref=term)
         return [
             SearchResult(
                 name=str(r.get("name") or ""),

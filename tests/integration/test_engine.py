@@ -653,6 +653,23 @@ async def test_calls_do_not_block_the_event_loop(engine, stack):
     assert ticks >= elapsed / 0.05 * 0.6
 
 
+async def test_slow_registries_cannot_take_every_worker(stack):
+    """More slow searches than workers: local calls still answer at once."""
+    eng = DockerEngine(stack.docker_host, max_workers=4)
+    try:
+        await eng.version()
+        searches = [asyncio.create_task(eng.search(f"{stack.index}/slow-2-ubuntu")) for _ in range(6)]
+        await asyncio.sleep(0.2)
+        t0 = time.monotonic()
+        images = await eng.list_images()
+        info = await eng.info()
+        assert time.monotonic() - t0 < 1.0 and images and info["ServerVersion"]
+        assert not any(s.done() for s in searches)
+        assert all(await asyncio.gather(*searches))
+    finally:
+        await eng.close()
+
+
 # --------------------------------------------------------------------------
 # engine unreachable, and recovery
 
