@@ -298,7 +298,7 @@ def test_make_image_creates_distinct_images(stack, make_image, docker_client):
 def test_make_image_cleanup(stack, docker_client):
     import docker
 
-    from conftest import ImageFactory, stackmod
+    from tests.conftest import ImageFactory, stackmod
 
     factory = ImageFactory(stack)
     img = factory(push=True, size=100_000)
