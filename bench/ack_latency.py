@@ -300,6 +300,12 @@ class Bench:
                 entry["final_reply"] = summary(finals)
                 entry["final_reply_fast_commands"] = summary(
                     [s.final for s in burst if s.final is not None and "slow" not in s.text])
+                # local engine calls (images, info, version, help) vs searches that go to a registry
+                is_search = lambda s: s.command == "/search" or "search" in s.text  # noqa: E731
+                entry["final_reply_local_commands"] = summary(
+                    [s.final for s in burst if s.final is not None and not is_search(s)])
+                entry["final_reply_fast_searches"] = summary(
+                    [s.final for s in burst if s.final is not None and is_search(s) and "slow" not in s.text])
                 entry["final_reply_pull"] = summary([s.final for s in mine if s.command == "/pull" and s.final])
                 entry["missing_final"] = sum(1 for s in mine if s.final is None)
                 entry["failed_replies"] = sum(1 for s in mine if s.extra.get("ok") is False)
@@ -330,6 +336,8 @@ def print_report(r: dict) -> None:
     print(row("ack, concurrent burst", r["dockhand"]["ack_burst"]))
     print(row("final reply, all", r["dockhand"]["final_reply"]))
     print(row("final reply, fast commands", r["dockhand"]["final_reply_fast_commands"]))
+    print(row("  of which local (images, info...)", r["dockhand"]["final_reply_local_commands"]))
+    print(row("  of which quick searches", r["dockhand"]["final_reply_fast_searches"]))
     print(row("final reply, /pull", r["dockhand"]["final_reply_pull"]))
     ratio = r["ratio_dockhand_over_floor"]
     print(f"ratio dockhand/floor: p50 x{ratio['p50_ms']}  p90 x{ratio['p90_ms']}  p99 x{ratio['p99_ms']}")
