@@ -34,43 +34,42 @@ def _key(body: dict, action: dict) -> str:
     return f"act:{user}:{action.get('action_id')}:{ts}" if ts else "act:" + body_key(body)
 
 
+def _click(runtime: SlackRuntime, handle):
+    """A Bolt listener for one kind of button: ack at once, then (once per
+    delivery) ``handle(body, action, client, respond)`` inside a runtime job."""
+
+    async def listener(ack, body: dict, action: dict, client, request) -> None:
+        await ack()
+        respond = runtime.responder(body.get("response_url"))
+        async with runtime.job(respond):
+            if runtime.first_delivery(_key(body, action), request.headers):
+                await handle(body, action, client, respond)
+
+    return listener
+
+
 def register(app, services: Services, settings: Settings, *, runtime: SlackRuntime | None = None,
              dispatch=None) -> SlackRuntime:
     runtime = runtime or SlackRuntime(settings, services, dispatch)
 
-    @app.action(RUN_ACTIONS)
-    async def on_run_button(ack, body: dict, action: dict, client, request) -> None:
-        await ack()
-        respond = runtime.responder(body.get("response_url"))
-        async with runtime.job(respond):
-            if not runtime.first_delivery(_key(body, action), request.headers):
-                return
-            actor, channel = _who(body, runtime)
-            value = await runtime.button_value(action.get("value", ""), respond)
-            if value is not None:
-                await runtime.run(value["c"], actor, channel=channel, respond=respond, client=client,
-                                  from_button=True)
+    async def run_button(body: dict, action: dict, client, respond) -> None:
+        actor, channel = _who(body, runtime)
+        value = await runtime.button_value(action.get("value", ""), respond)
+        if value is not None:
+            await runtime.run(value["c"], actor, channel=channel, respond=respond, client=client,
+                              from_button=True)
 
-    @app.action(ACTION_SHARE)
-    async def on_share_button(ack, body: dict, action: dict, client, request) -> None:
-        await ack()
-        respond = runtime.responder(body.get("response_url"))
-        async with runtime.job(respond):
-            if not runtime.first_delivery(_key(body, action), request.headers):
-                return
-            actor, channel = _who(body, runtime)
-            await runtime.share(action.get("value", ""), actor, channel=channel, respond=respond, client=client)
+    async def share_button(body: dict, action: dict, client, respond) -> None:
+        actor, channel = _who(body, runtime)
+        await runtime.share(action.get("value", ""), actor, channel=channel, respond=respond, client=client)
 
-    @app.action(PAGE_ACTIONS)
-    async def on_page_button(ack, body: dict, action: dict, request) -> None:
-        await ack()
-        respond = runtime.responder(body.get("response_url"))
-        async with runtime.job(respond):
-            if not runtime.first_delivery(_key(body, action), request.headers):
-                return
-            actor, _ = _who(body, runtime)
-            ephemeral = bool((body.get("container") or {}).get("is_ephemeral"))
-            share = ephemeral and runtime.visibility == "ephemeral"
-            await runtime.turn_page(action.get("value", ""), actor, respond=respond, share=share)
+    async def page_button(body: dict, action: dict, client, respond) -> None:
+        actor, _ = _who(body, runtime)
+        ephemeral = bool((body.get("container") or {}).get("is_ephemeral"))
+        share = ephemeral and runtime.visibility == "ephemeral"
+        await runtime.turn_page(action.get("value", ""), actor, respond=respond, share=share)
 
+    app.action(RUN_ACTIONS)(_click(runtime, run_button))
+    app.action(ACTION_SHARE)(_click(runtime, share_button))
+    app.action(PAGE_ACTIONS)(_click(runtime, page_button))
     return runtime

@@ -507,16 +507,25 @@ class SlackRuntime:
                             response_type="ephemeral", replace_original=False)
         return None
 
-    async def share(self, value: str, actor: Actor, *, channel: str, respond, client) -> None:
+    async def _rerun(self, value: str, actor: Actor, respond) -> tuple[dict, Reply] | None:
+        """Re-run a read-only button's command for ``actor``; on failure answer
+        the person (ephemeral) and return None."""
         v = await self.button_value(value, respond, read_only=True)
         if v is None:
-            return
-        line = v["c"]
-        reply = await self.dispatch(line, actor)
+            return None
+        reply = await self.dispatch(v["c"], actor)
         if not reply.ok:
-            await send_response(respond, await self.render(reply, command=line), response_type="ephemeral",
+            await send_response(respond, await self.render(reply, command=v["c"]), response_type="ephemeral",
                                 replace_original=False)
+            return None
+        return v, reply
+
+    async def share(self, value: str, actor: Actor, *, channel: str, respond, client) -> None:
+        rerun = await self._rerun(value, actor, respond)
+        if rerun is None:
             return
+        v, reply = rerun
+        line = v["c"]
         header = f":eyes: {blockkit.mention(actor.id)} shared {blockkit.code(blockkit.shown_command(line))}"
         message = await self.render(reply, page=v["p"], command=line, header=header, interactive=False)
         if not await ChannelPost(client, channel, respond).post(message):
@@ -525,18 +534,13 @@ class SlackRuntime:
                 "and try again."), response_type="ephemeral", replace_original=False)
 
     async def turn_page(self, value: str, actor: Actor, *, respond, share: bool) -> None:
-        v = await self.button_value(value, respond, read_only=True)
-        if v is None:
+        rerun = await self._rerun(value, actor, respond)
+        if rerun is None:
             return
-        line = v["c"]
-        reply = await self.dispatch(line, actor)
-        if not reply.ok:
-            await send_response(respond, await self.render(reply, command=line), response_type="ephemeral",
-                                replace_original=False)
-            return
+        v, reply = rerun
         changed = bool(v["f"]) and blockkit.table_fingerprint(reply) != v["f"]
         note = "The list changed since the previous page." if changed else ""
-        message = await self.render(reply, page=v["p"], command=line, note=note, share=share)
+        message = await self.render(reply, page=v["p"], command=v["c"], note=note, share=share)
         await send_response(respond, message, replace_original=True)
 
 
