@@ -53,7 +53,8 @@ class EngineTimeout(EngineError):
 
 
 class ImageNotFound(EngineError):
-    default_hint = "Check the name with `docker images`; an image ID may be shortened to any unambiguous prefix."
+    default_hint = ("Check the name with `docker images`; an image ID may be shortened to any "
+                    "unambiguous prefix of at least 4 characters.")
 
 
 class AmbiguousImageId(UsageError):
