@@ -5,6 +5,6 @@ Nothing in this package imports Slack, the terminal or Docker: front ends call
 ``handlers/ports.py``), and renderers in ``bot/render`` draw the Reply.
 """
 
-from .dispatch import dispatch
+from .dispatch import dispatch, preflight
 
-__all__ = ["dispatch"]
+__all__ = ["dispatch", "preflight"]

@@ -58,6 +58,9 @@ class CommandSpec:
     aliases: tuple[str, ...] = ()  # full forms shown under "Aliases:"
     read_only: bool = True
     examples: tuple[str, ...] = ()
+    # checks the parsed arguments without touching the engine (raises UsageError);
+    # lets a front end refuse a bad command before announcing it
+    validate: Callable[["Parsed"], None] | None = None
 
     @property
     def command_path(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from .argv import command_help, parse_flags, quote_line, tokenize
+from .argv import Parsed, command_help, parse_flags, quote_line, tokenize
 from .base import Call
 from .commands import MANAGEMENT, find_command, management_help, unknown_command
 from .context import Actor, Emit, Services
@@ -55,12 +55,22 @@ async def _run(words: list[str], line: str, actor: Actor, services: Services, em
             raise UsageError(f"{words[0]} takes no arguments", "Try `docker --version` or `docker version`.")
         spec = _BY_PATH[("version",)]
         return await short_version(Call(parse_flags(spec, [], line), actor, services, emit))
+    if words[0] in MANAGEMENT and (len(words) == 1 or words[1] in ("-h", "--help")):
+        return Reply(line, (Preformatted(management_help(words[0])),), summary=f"docker {words[0]} commands")
+    parsed = _parse_command(words, line)
+    if parsed.help:
+        spec = parsed.spec
+        return Reply(line, (Preformatted(command_help(spec)),), summary=f"usage of {spec.command_path}")
+    return await parsed.spec.run(Call(parsed, actor, services, emit))
+
+
+def _parse_command(words: list[str], line: str) -> Parsed:
+    """Find the command ``words`` name and parse its flags and arguments,
+    then run the command's own checks; raises UsageError."""
     if words[0].startswith("-"):
         raise UsageError(f"global option {words[0][:40]} is not supported by Dockhand",
                          "Dockhand talks to the engine it is configured for; put options after the command, "
                          "e.g. `docker images -a`.")
-    if words[0] in MANAGEMENT and (len(words) == 1 or words[1] in ("-h", "--help")):
-        return Reply(line, (Preformatted(management_help(words[0])),), summary=f"docker {words[0]} commands")
     spec, rest = find_command(words)
     if spec is None:
         raise unknown_command(words)
@@ -70,9 +80,24 @@ async def _run(words: list[str], line: str, actor: Actor, services: Services, em
         if spec.path == ("images",) and rest and rest[0] in _COMMAND_WORDS:
             exc.hint = f"Did you mean `docker {quote_line(rest)}`? " + exc.hint
         raise
-    if parsed.help:
-        return Reply(line, (Preformatted(command_help(spec)),), summary=f"usage of {spec.command_path}")
-    return await spec.run(Call(parsed, actor, services, emit))
+    if not parsed.help and spec.validate is not None:
+        spec.validate(parsed)
+    return parsed
+
+
+def preflight(text: str) -> Reply | None:
+    """Check a command line without running it: the usage-error Reply it
+    would get, or None. Front ends use it before announcing an action."""
+    line = text.strip()
+    try:
+        words = _normalise(tokenize(line))
+        line = "docker " + quote_line(words) if words else "docker"
+        if words and words[0] not in ("-h", "--help", "-v", "--version") and not (
+                words[0] in MANAGEMENT and (len(words) == 1 or words[1] in ("-h", "--help"))):
+            _parse_command(words, line)
+    except DockhandError as exc:
+        return error_reply(line, exc.message, exc.hint, exc.status)
+    return None
 
 
 async def _with_context(reply: Reply, services: Services) -> Reply:

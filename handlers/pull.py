@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from . import refs
@@ -44,6 +45,10 @@ async def pull(call: Call):
     return call.reply(Preformatted(text), summary=f"{outcome[8:]}")
 
 
+def validate(parsed) -> None:
+    refs.parse_normalized(parsed.args[0])
+
+
 SPECS = (
     CommandSpec(("pull",), "pull [OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry", pull,
                 (Flag("all-tags", "a", help="Download all tagged images in the repository",
@@ -55,7 +60,7 @@ SPECS = (
                  Flag("quiet", "q", help="Suppress verbose output")),
                 min_args=1, max_args=1, aliases=("docker image pull", "docker pull"), read_only=False,
                 examples=("docker pull ubuntu", "docker pull ubuntu:16.04",
-                          "docker pull myregistry.local:5000/testing/test-image")),
+                          "docker pull myregistry.local:5000/testing/test-image"),
+                validate=validate),
 )
-SPECS = SPECS + (CommandSpec(("image", "pull"), SPECS[0].use, SPECS[0].short, pull, SPECS[0].flags,
-                             1, 1, SPECS[0].aliases, False, SPECS[0].examples),)
+SPECS = SPECS + (dataclasses.replace(SPECS[0], path=("image", "pull")),)

@@ -29,6 +29,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from bot.config import Settings
 from bot.render import blockkit
+from handlers import preflight
 from handlers.commands import MANAGEMENT, find_command
 from handlers.context import Actor, Emit, Services
 from handlers.replies import Reply, Status, error_reply
@@ -443,7 +444,8 @@ class SlackRuntime:
                   from_button: bool = False) -> None:
         """Run one command line and answer it (the slash command and help-button flow)."""
         kind = command_kind(line)
-        if kind == "pull" and _pull_target(line):
+        if kind == "pull" and _pull_target(line) and preflight(line) is None:
+            # announced in the channel only once the command line is known to be valid
             await self.run_pull(line, actor, channel=channel, respond=respond, client=client)
             return
         reply = await self.dispatch(line, actor)

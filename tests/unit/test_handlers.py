@@ -176,3 +176,14 @@ async def test_internal_bug_is_reported_with_a_reference(caplog):
     reply = await dispatch("images", ME, s)
     assert isinstance(reply.parts[0], ErrorPart) and "logged as" in reply.parts[0].message
     assert "boom" not in reply.parts[0].message and "ZeroDivisionError" in caplog.text
+
+
+def test_preflight_checks_without_running():
+    from handlers import preflight
+
+    assert preflight("pull ubuntu") is None
+    assert preflight("docker --version") is None and preflight("image") is None
+    for line, needle in (("pull Ubuntu", "lowercase"), ("pull", "requires exactly 1"), ("bogus", "unknown command"),
+                         ("images -z", "unknown shorthand")):
+        reply = preflight(line)
+        assert reply.status is Status.USAGE and needle in reply.parts[0].message

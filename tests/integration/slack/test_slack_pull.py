@@ -110,6 +110,16 @@ async def test_pull_without_an_image_is_a_private_usage_error(slack_app, engine_
     assert not fake_slack.api_calls("chat.postMessage")
 
 
+@pytest.mark.parametrize("text,needle", [("Ubuntu", "repository name must be lowercase"),
+                                         ("-z x", "unknown shorthand flag"), ("a b", "requires exactly 1 argument")])
+async def test_invalid_pull_is_refused_privately_before_any_announcement(slack_app, engine_services, fake_slack,
+                                                                          text, needle):
+    h = await slack_app(engine_services())
+    reply = await h.reply(await h.command("/pull", text))
+    assert reply.body["response_type"] == "ephemeral" and needle in reply.text
+    assert not fake_slack.api_calls("chat.postMessage")
+
+
 async def test_pull_where_the_bot_cannot_post_uses_the_response_url(slack_app, engine_services, fake_slack,
                                                                      remote_image):
     fake_slack.fail_post["GPRIVATE"] = "not_in_channel"
