@@ -1,7 +1,7 @@
 """Shared fixtures for Dockhand's tests.
 
 Integration fixtures use the private test stack from tests/stack/stack.py (a private
-dockerd, a registry and a fake Docker Hub index on 127.0.0.1; never /var/run/docker.sock):
+dockerd, a registry and a fake Docker Hub index on 127.0.0.1; never the system daemon's socket):
 
 * ``stack`` (session): runs ``stack.py up`` (idempotent; ~0.3 s when already up) and
   returns a :class:`Stack` with ``docker_host``, ``registry``, ``index``, ``state``,

@@ -17,7 +17,7 @@ Parts, all private to the state dir ($DOCKHAND_STACK_DIR, default /tmp/dockhand-
   * seed images built offline from busybox-static and pushed to the registry.
 
 Only processes recorded in this stack's own pidfiles (and whose command line names
-this state dir) are ever stopped; /var/run/docker.sock is never used.
+this state dir) are ever stopped; the system daemon's socket is never used.
 """
 from __future__ import annotations
 

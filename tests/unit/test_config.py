@@ -1,11 +1,11 @@
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import DEFAULT_DOCKER_HOST, ConfigError, load_settings
 
 
 def test_defaults():
     s = load_settings({})
-    assert s.docker_host == "unix:///var/run/docker.sock"
+    assert s.docker_host == DEFAULT_DOCKER_HOST  # the docker CLI's own default
     assert (s.http_host, s.http_port, s.reply_visibility) == ("0.0.0.0", 3000, "ephemeral")
     assert not s.slack_enabled
 
@@ -19,7 +19,7 @@ def test_values_are_read():
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as exc:
-        load_settings({"DOCKER_HOST": "/var/run/docker.sock", "PORT": "70000", "DOCKHAND_ENGINE_TIMEOUT": "soon",
+        load_settings({"DOCKER_HOST": "/run/engine.sock", "PORT": "70000", "DOCKHAND_ENGINE_TIMEOUT": "soon",
                        "SLACK_BOT_TOKEN": "xoxp-user", "SLACK_APP_TOKEN": "xoxb-wrong"})
     text = "\n".join(exc.value.problems)
     for needle in ("DOCKER_HOST", "PORT='70000'", "DOCKHAND_ENGINE_TIMEOUT", "xoxb-", "xapp-"):
