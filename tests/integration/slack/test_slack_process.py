@@ -30,9 +30,9 @@ from tests.fakes.slack_harness import clean_slack_env, engine_services, fake_sla
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def dockhand_cmd() -> list[str]:
+def dockhand_cmd(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("dockhand")
-    return [str(script), "slack"] if script.exists() else [sys.executable, "-m", "bot", "slack"]
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "bot", *args]
 
 
 def free_port() -> int:
@@ -51,8 +51,9 @@ def user_env(fake, stack, **extra) -> dict:
     return {k: v for k, v in env.items() if v is not None}
 
 
-async def start(env: dict, cwd) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(*dockhand_cmd(), env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+async def start(env: dict, cwd, *args: str) -> asyncio.subprocess.Process:
+    """``dockhand ARGS`` as a user starts it (``dockhand slack`` by default)."""
+    return await asyncio.create_subprocess_exec(*dockhand_cmd(*(args or ("slack",))), env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
@@ -113,9 +114,11 @@ async def test_dockhand_slack_http_mode_as_a_subprocess(fake_slack, stack, tmp_p
     assert ":x:" not in late.text and "NAME" in late.text
 
 
-async def test_dockhand_slack_socket_mode_as_a_subprocess(fake_slack, stack, tmp_path):
+@pytest.mark.parametrize("args", [("slack",), ("--env-file", "/dev/null")],
+                         ids=["dockhand slack", "plain dockhand with SLACK_BOT_TOKEN"])
+async def test_dockhand_slack_socket_mode_as_a_subprocess(fake_slack, stack, tmp_path, args):
     proc = await start(user_env(fake_slack, stack, SLACK_APP_TOKEN=fake_slack.app_token,
-                                SLACK_SIGNING_SECRET=None), tmp_path)
+                                SLACK_SIGNING_SECRET=None), tmp_path, *args)
     try:
         await asyncio.wait_for(fake_slack.wait_socket(), 30)
         rid = uuid.uuid4().hex[:12]
