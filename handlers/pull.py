@@ -8,6 +8,7 @@ import time
 from . import refs
 from .argv import CommandSpec, Flag
 from .base import Call
+from .errors import EngineError
 from .replies import LayerProgress, Preformatted, Progress
 
 EMIT_INTERVAL = 1.0  # seconds between interim progress replies (Slack: ~1 chat.update/s)
@@ -24,9 +25,13 @@ async def pull(call: Call):
     statuses: list[str] = []
     title = f"Pulling {ref.familiar()}"
     last_emit = 0.0
+    stream_error = ""
     async for ev in call.engine.pull(ref.name, tag):
         if ev.error:
-            break  # the engine raises the typed error right after this event
+            # Keep reading: the adapter raises its typed error (with a hint) on
+            # the next step. Breaking here would close the stream and lose it.
+            stream_error = ev.error
+            continue
         if ev.id and not ev.status.startswith("Pulling from "):
             layers[ev.id] = LayerProgress(ev.id, ev.status, ev.current, ev.total)
         elif ev.status:
@@ -34,6 +39,8 @@ async def pull(call: Call):
         if call.emit and time.monotonic() - last_emit >= EMIT_INTERVAL:
             last_emit = time.monotonic()
             await call.emit(call.reply(Progress(title, tuple(layers.values()), statuses[-1] if statuses else "")))
+    if stream_error:  # an engine that reported the error but raised nothing
+        raise EngineError(stream_error)
     final = str(ref)
     if call.opts["quiet"]:
         text = final
@@ -42,7 +49,7 @@ async def pull(call: Call):
         rest = [s for s in statuses if ": Pulling from " not in s]
         text = "\n".join(lines + header + [f"{lp.id}: {lp.status}" for lp in layers.values()] + rest + [final])
     outcome = next((s for s in reversed(statuses) if s.startswith("Status: ")), "Status: pulled")
-    return call.reply(Preformatted(text), summary=f"{outcome[8:]}")
+    return call.reply(Preformatted(text), summary=outcome.removeprefix("Status: "))
 
 
 def validate(parsed) -> None:

@@ -924,6 +924,18 @@ async def test_pull_error_inside_the_stream(engine, stack, fake_registry):
     assert not image_exists(stack, f"{reg.address}/fake/image:latest")
 
 
+async def test_pull_command_fails_on_an_error_inside_the_stream(engine, stack, fake_registry):
+    """The same corrupted blob through the pull command: a failed reply, not a success."""
+    from handlers import dispatch
+    from handlers.context import Actor, Services
+    from handlers.replies import Status
+
+    reg = fake_registry("corrupt")
+    reply = await dispatch(f"docker pull {reg.address}/fake/image", Actor("t"), Services(engine=engine))
+    assert reply.status is Status.FAILED
+    assert reply.parts[0].message.startswith("filesystem layer verification failed for digest sha256:")
+
+
 async def _until_downloading(it) -> PullEvent:
     async for ev in it:
         if ev.status == "Downloading" and ev.current:

@@ -187,3 +187,29 @@ def test_preflight_checks_without_running():
                          ("images -z", "unknown shorthand")):
         reply = preflight(line)
         assert reply.status is Status.USAGE and needle in reply.parts[0].message
+
+
+class StreamErrorEngine(FakeEngine):
+    """Like the real adapter: an error inside a 200 pull stream is yielded as
+    an event, then raised as a typed error on the next step."""
+
+    def __init__(self, raise_after=True):
+        super().__init__()
+        self.raise_after = raise_after
+
+    async def pull(self, repository, tag):
+        from handlers.errors import EngineError
+        from handlers.ports import PullEvent
+
+        yield PullEvent(status="Downloading", id="aaaaaaaaaaaa", current=1, total=10)
+        yield PullEvent(error="filesystem layer verification failed for digest sha256:abc")
+        if self.raise_after:
+            raise EngineError("filesystem layer verification failed for digest sha256:abc")
+
+
+@pytest.mark.parametrize("raise_after", [True, False])
+async def test_pull_error_inside_the_stream_fails_the_command(raise_after):
+    s = Services(engine=StreamErrorEngine(raise_after))
+    reply = await dispatch("pull 127.0.0.1:5000/x", ME, s)
+    assert reply.status is Status.FAILED
+    assert "layer verification failed" in reply.parts[0].message
