@@ -796,6 +796,12 @@ class DockerEngine:
 
         return await self._run(OP_CONTAINERS, call, ref=image_id)
 
+    async def images_in_use(self) -> frozenset[str]:
+        """Full IDs of the images any container (running or not) was made from:
+        one container list, however many images a caller checks."""
+        return await self._run(OP_CONTAINERS, lambda api: frozenset(
+            c["ImageID"] for c in api.containers(all=True) if c.get("ImageID")))
+
     async def close(self) -> None:
         """Stop running pulls, wait for the workers, drop the connection."""
         if self._closed:

@@ -125,10 +125,8 @@ async def prune_images(call: Call):
     list_filters = {k: v for k, v in filters.items() if k == "label"}
     if o["all"]:
         images = await call.engine.list_images(all=False, filters=list_filters)
-        candidates = []
-        for img in images:
-            if not await call.engine.containers_using(img.id):
-                candidates.append(img)
+        in_use = await call.engine.images_in_use()
+        candidates = [img for img in images if img.id not in in_use]
     else:
         candidates = await call.engine.list_images(all=False, filters={**list_filters, "dangling": ["true"]})
     if filters.get("until"):

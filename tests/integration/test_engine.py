@@ -545,6 +545,14 @@ async def test_containers_using(engine, stack, make_image):
     assert await engine.containers_using(stack.seeds["hello_world"]["id"]) == []
 
 
+async def test_images_in_use(engine, stack, make_image):
+    img, unused = make_image(), make_image()
+    make_image.container(img)
+    in_use = await engine.images_in_use()
+    assert img.id in in_use and stack.seeds["used"]["id"] in in_use
+    assert unused.id not in in_use and stack.seeds["hello_world"]["id"] not in in_use
+
+
 async def test_containers_using_missing_image(engine, stack):
     with pytest.raises(E.ImageNotFound):
         await engine.containers_using(f"{stack.registry}/dockhand-test/absent-{uniq()}")

@@ -82,3 +82,13 @@ def test_settings_come_from_dotenv(stack, tmp_path):
     r = dockhand("shell", "-c", "version", env=env, cwd=tmp_path)
     assert r.returncode == 0 and "Context:           dotenv-host" in r.stdout
     assert os.path.exists(tmp_path / ".env")
+
+
+def test_image_prune_shows_the_plan_and_removes_nothing(stack, make_image):
+    unused = make_image()
+    r = dockhand("shell", "-c", "docker image prune -a", stack=stack)
+    assert r.returncode == 1 and "nothing was removed" in r.stdout, r.stderr
+    assert unused.id[7:19] in r.stdout and stack.seeds["used"]["id"][7:19] not in r.stdout
+    assert stack.docker("image", "inspect", unused.ref).returncode == 0
+    dangling = dockhand("shell", "-c", "docker image prune", stack=stack)
+    assert "would be removed" in dangling.stdout or "nothing to prune" in dangling.stdout

@@ -62,6 +62,10 @@ class FakeEngine:
     async def containers_using(self, image_id):
         return [c for c in self.containers if c.image_id == image_id]
 
+    async def images_in_use(self):
+        self.calls.append(("images_in_use",))
+        return frozenset(c.image_id for c in self.containers)
+
     async def remove_image(self, ref, *, force=False, noprune=False):  # pragma: no cover - never called yet
         raise AssertionError("handlers must not remove anything before confirmations exist")
 

@@ -213,3 +213,16 @@ async def test_pull_error_inside_the_stream_fails_the_command(raise_after):
     reply = await dispatch("pull 127.0.0.1:5000/x", ME, s)
     assert reply.status is Status.FAILED
     assert "layer verification failed" in reply.parts[0].message
+
+
+async def test_image_prune_plans_without_removing():
+    used, unused, dangling = image("a", ["x:1"], size=1000), image("b", ["y:1"], size=2000), image("c", [], size=500)
+    s = services(images=[used, unused, dangling], containers=[container("d" * 64, used.id)])
+    reply = await dispatch("image prune -a", ME, s)
+    assert reply.status is Status.FAILED and "nothing was removed" in render(reply)
+    assert sorted(row[2] for row in reply.parts[0].rows) == ["bbbbbbbbbbbb", "cccccccccccc"]
+    assert "up to 2.5kB reclaimed" in render(reply)
+    assert sum(1 for c in s.engine.calls if c[0] == "images_in_use") == 1  # one container list for all images
+    s.engine.calls.clear()
+    await dispatch("image prune", ME, s)
+    assert s.engine.calls[0] == ("list_images", False, {"dangling": ["true"]})
