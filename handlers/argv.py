@@ -13,7 +13,7 @@ Only the grammar lives here; the command table is in ``handlers/commands.py``.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import UsageError
@@ -78,7 +78,6 @@ class Parsed:
     args: list[str]
     line: str  # normalised command line, e.g. "docker images -a"
     help: bool = False
-    warnings: list[str] = field(default_factory=list)
 
 
 def tokenize(text: str) -> list[str]:

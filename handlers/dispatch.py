@@ -16,9 +16,15 @@ from .system import short_version
 log = logging.getLogger("dockhand.dispatch")
 
 _COMMAND_WORDS = {"rmi", "rm", "pull", "ls", "list", "prune", "search", "info", "version"}
+HELP_FLAGS = ("-h", "--help")
+VERSION_FLAGS = ("-v", "--version")
 
 
-def _normalise(words: list[str]) -> list[str]:
+def command_words(text: str) -> list[str]:
+    """The words of a command line, without a leading ``/`` or ``docker``
+    (``/images -a``, ``docker images -a`` and ``images -a`` are one command).
+    Raises UsageError for what cannot be tokenised."""
+    words = tokenize(text.strip())
     if words and words[0].startswith("/"):
         words = [words[0][1:]] + words[1:]
         if not words[0]:
@@ -28,11 +34,18 @@ def _normalise(words: list[str]) -> list[str]:
     return words
 
 
+def is_builtin(words: list[str]) -> bool:
+    """Help, ``--version`` and a management group's help (``docker image``):
+    answered without looking a command up in the table."""
+    return (not words or words[0] in HELP_FLAGS + VERSION_FLAGS
+            or (words[0] in MANAGEMENT and (len(words) == 1 or words[1] in HELP_FLAGS)))
+
+
 async def dispatch(text: str, actor: Actor, services: Services, emit: Emit = None) -> Reply:
     """Run one command line for ``actor``; never raises for anything a user can cause."""
     line = text.strip()
     try:
-        words = _normalise(tokenize(line))
+        words = command_words(line)
         line = "docker " + quote_line(words) if words else "docker"
         reply = await _run(words, line, actor, services, emit)
     except DockhandError as exc:
@@ -48,14 +61,14 @@ async def dispatch(text: str, actor: Actor, services: Services, emit: Emit = Non
 async def _run(words: list[str], line: str, actor: Actor, services: Services, emit: Emit) -> Reply:
     from .commands import _BY_PATH
 
-    if not words or words[0] in ("-h", "--help"):
+    if not words or words[0] in HELP_FLAGS:
         words = ["help"]
-    if words[0] in ("-v", "--version"):
+    if words[0] in VERSION_FLAGS:
         if len(words) > 1:
             raise UsageError(f"{words[0]} takes no arguments", "Try `docker --version` or `docker version`.")
         spec = _BY_PATH[("version",)]
         return await short_version(Call(parse_flags(spec, [], line), actor, services, emit))
-    if words[0] in MANAGEMENT and (len(words) == 1 or words[1] in ("-h", "--help")):
+    if is_builtin(words):  # what is left of them: a management group's help
         return Reply(line, (Preformatted(management_help(words[0])),), summary=f"docker {words[0]} commands")
     parsed = _parse_command(words, line)
     if parsed.help:
@@ -90,10 +103,9 @@ def preflight(text: str) -> Reply | None:
     would get, or None. Front ends use it before announcing an action."""
     line = text.strip()
     try:
-        words = _normalise(tokenize(line))
+        words = command_words(line)
         line = "docker " + quote_line(words) if words else "docker"
-        if words and words[0] not in ("-h", "--help", "-v", "--version") and not (
-                words[0] in MANAGEMENT and (len(words) == 1 or words[1] in ("-h", "--help"))):
+        if not is_builtin(words):
             _parse_command(words, line)
     except DockhandError as exc:
         return error_reply(line, exc.message, exc.hint, exc.status)

@@ -133,15 +133,15 @@ def top_help(table) -> str:
 
 
 async def help_command(call: Call):
-    from .commands import TABLE, find_command, management_help
+    from .commands import MANAGEMENT, TABLE, find_command, management_help
 
     if call.args:
         from .argv import command_help
 
         words = [w for w in call.args if w]
-        spec, rest = find_command(words)
+        spec, _ = find_command(words)
         if spec is None:
-            if words[0] in ("image", "system"):
+            if words[0] in MANAGEMENT:
                 return call.reply(Preformatted(management_help(words[0])), summary=f"docker {words[0]} --help")
             from .commands import unknown_command
 

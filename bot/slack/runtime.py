@@ -30,7 +30,9 @@ from typing import Any, Awaitable, Callable, Optional
 from bot.config import Settings
 from bot.render import blockkit
 from handlers import preflight
-from handlers.commands import MANAGEMENT, find_command
+from handlers.commands import find_command
+from handlers.dispatch import command_words, is_builtin
+from handlers.errors import UsageError
 from handlers.context import Actor, Emit, Services
 from handlers.replies import Reply, Status, error_reply
 
@@ -86,17 +88,12 @@ def command_kind(line: str) -> str:
     Uses the handlers' own command table (``CommandSpec.read_only``), after
     the same leading ``/`` and ``docker`` that ``handlers.dispatch`` drops.
     """
-    words = line.split()
-    if words and words[0].startswith("/"):
-        words[0] = words[0][1:]
-        if not words[0]:
-            words = words[1:]
-    if words and words[0] == "docker":
-        words = words[1:]
-    if not words or words[0] in ("-h", "--help", "-v", "--version"):
-        return "read"  # help, version
-    if words[0] in MANAGEMENT and (len(words) == 1 or words[1] in ("-h", "--help")):
-        return "read"  # "docker image": the group's help
+    try:
+        words = command_words(line)
+    except UsageError:
+        return "write"  # dispatch answers with the usage error
+    if is_builtin(words):
+        return "read"  # help, version, "docker image"
     spec, _ = find_command(words)
     if spec is None:
         return "write"  # unknown: dispatch answers with a usage error
