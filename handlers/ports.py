@@ -58,6 +58,14 @@ class PruneResult:
 
 
 @dataclass(frozen=True)
+class DiskUsage:
+    layers_size: int = 0  # bytes of every image layer on the host
+    # per image ID: what deleting that image alone frees (its size less the
+    # layers it shares with other images: `docker system df -v` UNIQUE SIZE)
+    unique: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SearchResult:
     name: str
     description: str = ""
@@ -96,4 +104,107 @@ class Engine(Protocol):
 
     async def images_in_use(self) -> frozenset[str]:
         """Full IDs of the images any container, running or not, was made from."""
+        ...
+
+    async def list_containers(self) -> list[ContainerRef]:
+        """Every container, running or not (one call)."""
+        ...
+
+    async def disk_usage(self) -> "DiskUsage":
+        """Image disk usage as ``docker system df -v`` counts it (one call)."""
+        ...
+
+
+# --------------------------------------------------------------------------
+# State: operations waiting for (or past) a confirmation, deliveries seen,
+# and the audit trail. Adapters live in bot/ (SQLite, JSON Lines); a store
+# shared by several bot processes can implement the same Protocols later.
+
+# The life of an operation. Only "pending" can be confirmed, cancelled or
+# expire; "running" is entered once (an atomic conditional update), so a
+# double click or twenty concurrent clicks run it once.
+OP_STATES = ("pending", "running", "done", "failed", "cancelled", "expired", "superseded", "interrupted",
+             "denied")
+FINAL_STATES = frozenset({"done", "failed", "cancelled", "expired", "superseded", "interrupted", "denied"})
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A mutating command as it moves on: planned, confirmed, run."""
+
+    id: str  # opaque (32 hex), what a Confirm button carries
+    kind: str  # "rmi" | "prune" | "pull"
+    command: str  # the normalised command line ("docker rmi -f x")
+    host: str  # the host's label
+    requester: str  # actor id
+    requester_name: str = ""
+    via: str = "slack"  # "slack" | "shell"
+    channel: str = ""
+    fingerprint: str = ""  # of the plan shown; the confirm step compares it
+    plan: Mapping = field(default_factory=dict)  # JSON-able summary of the plan (what was shown)
+    created_at: float = 0.0
+    expires_at: float = 0.0
+    needs_approver: bool = False  # two-person rule: a different approver must confirm
+    state: str = "pending"
+    decided_by: str = ""  # who confirmed or cancelled
+    decided_by_name: str = ""
+    message: Mapping = field(default_factory=dict)  # front end's handle on its message ({"channel", "ts"})
+    result: Mapping = field(default_factory=dict)  # JSON-able outcome
+    updated_at: float = 0.0
+
+
+class OperationStore(Protocol):
+    """Pending confirmations and operations, surviving a restart."""
+
+    async def add(self, op: Operation) -> None: ...
+
+    async def get(self, op_id: str) -> Operation | None: ...
+
+    async def transition(self, op_id: str, from_states: Sequence[str], to_state: str, *, now: float,
+                         by: str = "", by_name: str = "", result: Mapping | None = None) -> Operation | None:
+        """Atomically move ``op_id`` from one of ``from_states`` to ``to_state``;
+        the updated operation, or None when it was in no such state (someone
+        else got there first) or does not exist."""
+        ...
+
+    async def set_message(self, op_id: str, message: Mapping) -> None: ...
+
+    async def due(self, now: float) -> list[Operation]:
+        """Pending operations whose confirmation expired at or before ``now``."""
+        ...
+
+    async def in_state(self, state: str) -> list[Operation]: ...
+
+    async def first_delivery(self, key: str, *, now: float, ttl: float) -> bool:
+        """True the first time ``key`` is seen within ``ttl`` seconds (any process)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One step of a mutating operation, for every audit sink (the local
+    hash-chained log, the channel message)."""
+
+    event: str  # requested | denied | confirmed | cancelled | expired | changed | running | done | failed | interrupted
+    op: str  # operation id
+    command: str
+    host: str
+    actor: str  # who did this step
+    actor_name: str = ""
+    via: str = ""
+    requester: str = ""
+    confirmer: str = ""
+    detail: Mapping = field(default_factory=dict)  # refs, image ids, digests, bytes, duration, result, reason
+    at: float = 0.0
+
+
+class AuditSink(Protocol):
+    async def record(self, event: AuditEvent) -> None:
+        """Write ``event`` durably before returning; raise when it cannot."""
+        ...
+
+    async def tail(self, n: int) -> list[dict]:
+        """The last ``n`` records, oldest first."""
         ...
