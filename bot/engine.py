@@ -60,6 +60,7 @@ from handlers.errors import (
 )
 from handlers.ports import (
     ContainerRef,
+    DiskUsage,
     Filters,
     ImageSummary,
     PruneResult,
@@ -85,6 +86,7 @@ OP_SEARCH = "image search"
 OP_INFO = "info"
 OP_VERSION = "version"
 OP_CONTAINERS = "container list"
+OP_DF = "system df"
 
 # Operations whose failures may come from a registry rather than the engine.
 _REGISTRY_OPS = frozenset({OP_PULL, OP_SEARCH})
@@ -795,6 +797,27 @@ class DockerEngine:
             return found
 
         return await self._run(OP_CONTAINERS, call, ref=image_id)
+
+    async def list_containers(self) -> list[ContainerRef]:
+        def call(api: docker.APIClient) -> list[ContainerRef]:
+            out = []
+            for c in api.containers(all=True):
+                names = c.get("Names") or []
+                out.append(ContainerRef(id=c.get("Id") or "", name=(names[0] if names else "").lstrip("/"),
+                                        state=c.get("State") or "", image=c.get("Image") or "",
+                                        image_id=c.get("ImageID") or ""))
+            return out
+
+        return await self._run(OP_CONTAINERS, call)
+
+    async def disk_usage(self) -> DiskUsage:
+        raw = await self._run(OP_DF, lambda api: api.df()) or {}
+        unique = {}
+        for img in raw.get("Images") or ():
+            size, shared = int(img.get("Size") or 0), int(img.get("SharedSize") or 0)
+            # SharedSize is -1 when the engine did not compute it
+            unique[img.get("Id") or ""] = size - shared if shared >= 0 else size
+        return DiskUsage(layers_size=int(raw.get("LayersSize") or 0), unique=unique)
 
     async def images_in_use(self) -> frozenset[str]:
         """Full IDs of the images any container (running or not) was made from:
