@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 from .errors import UsageError
 
+READ, WRITE, DESTRUCTIVE = "read", "write", "destructive"
+
 MAX_LINE = 4000  # longer than any sane command; Slack allows 4,000 in a slash command
 
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'"})
@@ -56,11 +58,21 @@ class CommandSpec:
     min_args: int = 0
     max_args: int | None = None
     aliases: tuple[str, ...] = ()  # full forms shown under "Aliases:"
-    read_only: bool = True
+    # What running it does to the host: READ (nothing), WRITE (adds: pull) or
+    # DESTRUCTIVE (removes: rmi, prune). The role it needs and whether it is
+    # confirmed, audited or shareable all follow from this one field.
+    effect: str = "read"
     examples: tuple[str, ...] = ()
     # checks the parsed arguments without touching the engine (raises UsageError);
     # lets a front end refuse a bad command before announcing it
     validate: Callable[["Parsed"], None] | None = None
+    # DESTRUCTIVE commands: predicts what running would do (a handlers.plans.Plan),
+    # for the confirmation; the confirm step calls it again before acting
+    planner: Callable | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.effect == READ
 
     @property
     def command_path(self) -> str:

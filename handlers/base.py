@@ -16,6 +16,7 @@ class Call:
     actor: Actor
     services: Services
     emit: Emit = None
+    substitution: Parsed | None = None  # rmi's $(docker images -q ...), parsed
 
     @property
     def engine(self):
@@ -42,6 +43,7 @@ def parse_filters(values: list[str], allowed: dict[str, str], command: str) -> d
     filters: dict[str, list[str]] = {}
     for raw in values:
         key, eq, value = raw.partition("=")
+        value = value.strip()  # as the CLI does: `until= 24h` is `until=24h`
         key = key.strip().lower()
         if not eq or not key:
             raise UsageError(f"bad format of filter (expected name=value): {raw[:60]!r}",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 
-from . import images, pull, rmi, search, system
+from . import audit, images, pull, rmi, search, system
 from .argv import CommandSpec
 from .errors import UsageError
 
-TABLE: tuple[CommandSpec, ...] = images.SPECS + search.SPECS + system.SPECS + pull.SPECS + rmi.SPECS
+TABLE: tuple[CommandSpec, ...] = (images.SPECS + search.SPECS + system.SPECS + pull.SPECS + rmi.SPECS
+                                  + audit.SPECS)
 _BY_PATH = {spec.path: spec for spec in TABLE}
 
 MANAGEMENT = {

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Awaitable, Callable, Optional
 
-from .ports import Engine
+from .ports import AuditEvent, AuditSink, Engine, Operation, OperationStore
 from .replies import Reply
+
+if TYPE_CHECKING:
+    from .access import Policy
+
+DEFAULT_CONFIRM_TTL = 600.0  # seconds a confirmation stays valid
 
 
 @dataclass(frozen=True)
@@ -15,9 +21,11 @@ class Actor:
 
     id: str
     name: str = ""
-    is_admin: bool = False
     via: str = "shell"  # "shell" | "slack"
     channel: str = ""
+    # the configured user groups (Slack ``S…`` IDs) this person belongs to,
+    # as the front end found them; roles are decided in handlers/access.py
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -29,6 +37,20 @@ class Services:
     search_index: str = ""  # registry index for `search` ("" = Docker Hub)
     client_info: dict = field(default_factory=dict)  # Dockhand's side of `docker version`
     engine_version: str = ""  # learnt from the engine on first success, for context lines
+    store: OperationStore | None = None  # pending confirmations, operations, deliveries seen
+    audit: AuditSink | None = None  # the local audit log (hash-chained JSON Lines)
+    policy: "Policy | None" = None  # roles, approvers, channels (None: the default policy)
+    confirm_ttl: float = DEFAULT_CONFIRM_TTL
+    clock: Callable[[], float] = time.time  # injectable, for expiry tests
+
+    @property
+    def label(self) -> str:
+        return self.host_label or self.engine.host
+
+    def access(self) -> "Policy":
+        from .access import Policy
+
+        return self.policy if self.policy is not None else Policy()
 
 
 # A front end may pass an ``emit`` callback to receive interim replies (pull

@@ -1,13 +1,21 @@
-"""parse -> (authorise) -> run -> reply, for every front end."""
+"""parse -> authorise -> run (or plan and ask) -> reply, for every front end.
+
+:func:`parse_command` is the one public parse: dispatch, :func:`preflight`
+and the front ends all use it, so what a command is (its spec, its effect,
+the role it needs) is decided in one place.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
+from dataclasses import dataclass, field
 
-from .argv import Parsed, command_help, parse_flags, quote_line, tokenize
+from . import access, operations
+from .argv import DESTRUCTIVE, READ, WRITE, CommandSpec, Parsed, command_help, parse_flags, quote_line, tokenize
 from .base import Call
-from .commands import MANAGEMENT, find_command, management_help, unknown_command
+from .commands import _BY_PATH, MANAGEMENT, find_command, management_help, unknown_command
 from .context import Actor, Emit, Services
 from .errors import DockhandError, EngineError, UsageError
 from .replies import Preformatted, Reply, error_reply
@@ -18,13 +26,20 @@ log = logging.getLogger("dockhand.dispatch")
 _COMMAND_WORDS = {"rmi", "rm", "pull", "ls", "list", "prune", "search", "info", "version"}
 HELP_FLAGS = ("-h", "--help")
 VERSION_FLAGS = ("-v", "--version")
+# The one piece of shell syntax Dockhand takes, from the tutorial's cheat
+# sheet: `docker rmi [-f] $(docker images -q [...])`.
+_SUBSTITUTION = re.compile(r"\$\(([^()$`]*)\)")
+_LIST_PATHS = {("images",), ("image", "ls"), ("image", "list")}
 
 
 def command_words(text: str) -> list[str]:
     """The words of a command line, without a leading ``/`` or ``docker``
     (``/images -a``, ``docker images -a`` and ``images -a`` are one command).
     Raises UsageError for what cannot be tokenised."""
-    words = tokenize(text.strip())
+    return _strip_prefix(tokenize(text.strip()))
+
+
+def _strip_prefix(words: list[str]) -> list[str]:
     if words and words[0].startswith("/"):
         words = [words[0][1:]] + words[1:]
         if not words[0]:
@@ -41,43 +56,85 @@ def is_builtin(words: list[str]) -> bool:
             or (words[0] in MANAGEMENT and (len(words) == 1 or words[1] in HELP_FLAGS)))
 
 
-async def dispatch(text: str, actor: Actor, services: Services, emit: Emit = None) -> Reply:
-    """Run one command line for ``actor``; never raises for anything a user can cause."""
+@dataclass
+class Command:
+    """A parsed command line: what it is, before anything runs."""
+
+    words: list[str]
+    line: str  # normalised: "docker rmi -f x"
+    parsed: Parsed | None = None  # None for the built-in forms (help, --version, "docker image")
+    substitution: Parsed | None = None  # the `docker images -q` inside rmi's $(...)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> CommandSpec | None:
+        return self.parsed.spec if self.parsed is not None else None
+
+    @property
+    def effect(self) -> str:
+        spec = self.spec
+        if spec is None or self.parsed.help:
+            return READ
+        return spec.effect
+
+    @property
+    def path(self) -> str:
+        return self.spec.command_path if self.spec is not None else "docker"
+
+
+def parse_command(text: str) -> Command:
+    """The one public parse. Raises UsageError for a command line that is
+    wrong, with the CLI's words and a hint."""
     line = text.strip()
-    try:
+    substitution = None
+    found = _SUBSTITUTION.findall(line)
+    if len(found) == 1 and "$(" in line:
+        inner_text = found[0]
+        outer = _SUBSTITUTION.sub(" ", line, count=1)
+        words = command_words(outer)
+        spec, _ = find_command(words)
+        if spec is None or spec.path not in (("rmi",), ("image", "rm"), ("image", "remove")):
+            tokenize(line)  # refuses it with the shell-syntax message
+        substitution = _parse_substitution(inner_text)
+    else:
         words = command_words(line)
-        line = "docker " + quote_line(words) if words else "docker"
-        reply = await _run(words, line, actor, services, emit)
-    except DockhandError as exc:
-        reply = error_reply(line, exc.message, exc.hint, exc.status)
-    except Exception:  # a bug: log it whole, tell the person something useful
-        ref = uuid.uuid4().hex[:8]
-        log.exception("internal error %s while running %r for %s", ref, line, actor.id)
-        reply = error_reply(line, f"Internal error while running `{line[:200]}` (logged as {ref}).",
-                            "This is a bug in Dockhand, not in your command: report the reference to the team.")
-    return await _with_context(reply, services)
-
-
-async def _run(words: list[str], line: str, actor: Actor, services: Services, emit: Emit) -> Reply:
-    from .commands import _BY_PATH
-
+    shown = "docker " + quote_line(words) if words else "docker"
+    if substitution is not None:
+        shown += " $(" + substitution.line + ")"
+    command = Command(words, shown, substitution=substitution)
     if not words or words[0] in HELP_FLAGS:
-        words = ["help"]
+        command.words = ["help"]
+        command.parsed = parse_flags(_BY_PATH[("help",)], [], "docker help")
+        return command
     if words[0] in VERSION_FLAGS:
         if len(words) > 1:
             raise UsageError(f"{words[0]} takes no arguments", "Try `docker --version` or `docker version`.")
-        spec = _BY_PATH[("version",)]
-        return await short_version(Call(parse_flags(spec, [], line), actor, services, emit))
-    if is_builtin(words):  # what is left of them: a management group's help
-        return Reply(line, (Preformatted(management_help(words[0])),), summary=f"docker {words[0]} commands")
-    parsed = _parse_command(words, line)
+        command.extra["short_version"] = True
+        return command
+    if is_builtin(words):
+        command.extra["management_help"] = words[0]
+        return command
+    command.parsed = _parse_command(words, shown, substitution is not None)
+    return command
+
+
+def _parse_substitution(inner: str) -> Parsed:
+    words = command_words(inner)
+    spec, rest = find_command(words)
+    if spec is None or spec.path not in _LIST_PATHS:
+        raise UsageError(f"$({inner.strip()[:60]}) is shell syntax Dockhand does not run",
+                         "Inside $(...) Dockhand takes only `docker images -q` (with its flags): "
+                         "`docker rmi $(docker images -q -f dangling=true)`.")
+    parsed = parse_flags(spec, rest, "docker " + quote_line(words))
+    if not parsed.opts.get("quiet"):
+        raise UsageError("$(docker images ...) must list IDs only: add -q",
+                         "The tutorial's form is `docker rmi $(docker images -q)`.")
     if parsed.help:
-        spec = parsed.spec
-        return Reply(line, (Preformatted(command_help(spec)),), summary=f"usage of {spec.command_path}")
-    return await parsed.spec.run(Call(parsed, actor, services, emit))
+        raise UsageError("--help inside $(...) lists no images", "Run `docker images --help` on its own.")
+    return parsed
 
 
-def _parse_command(words: list[str], line: str) -> Parsed:
+def _parse_command(words: list[str], line: str, substituted: bool = False) -> Parsed:
     """Find the command ``words`` name and parse its flags and arguments,
     then run the command's own checks; raises UsageError."""
     if words[0].startswith("-"):
@@ -87,6 +144,11 @@ def _parse_command(words: list[str], line: str) -> Parsed:
     spec, rest = find_command(words)
     if spec is None:
         raise unknown_command(words)
+    if substituted:
+        # the IDs come from $(...): the argument count is checked once they are known
+        parsed = parse_flags(_without_min_args(spec), rest, line)
+        parsed.spec = spec
+        return parsed
     try:
         parsed = parse_flags(spec, rest, line)
     except UsageError as exc:
@@ -98,25 +160,80 @@ def _parse_command(words: list[str], line: str) -> Parsed:
     return parsed
 
 
+def _without_min_args(spec: CommandSpec) -> CommandSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, min_args=0)
+
+
+async def dispatch(text: str, actor: Actor, services: Services, emit: Emit = None) -> Reply:
+    """Run one command line for ``actor``; never raises for anything a user can cause."""
+    line = text.strip()
+    try:
+        command = parse_command(line)
+        line = command.line
+        reply = await _run(command, actor, services, emit)
+    except DockhandError as exc:
+        reply = error_reply(line, exc.message, exc.hint, exc.status)
+    except Exception:  # a bug: log it whole, tell the person something useful
+        reply = internal_error(line, actor)
+    return await with_context(reply, services)
+
+
+def internal_error(line: str, actor: Actor) -> Reply:
+    ref = uuid.uuid4().hex[:8]
+    log.exception("internal error %s while running %r for %s", ref, line, actor.id)
+    return error_reply(line, f"Internal error while running `{line[:200]}` (logged as {ref}).",
+                       "This is a bug in Dockhand, not in your command: report the reference to the team.")
+
+
+async def _run(command: Command, actor: Actor, services: Services, emit: Emit) -> Reply:
+    line = command.line
+    if command.extra.get("short_version"):
+        spec = _BY_PATH[("version",)]
+        return await short_version(Call(parse_flags(spec, [], line), actor, services, emit))
+    if command.extra.get("management_help"):
+        group = command.extra["management_help"]
+        return Reply(line, (Preformatted(management_help(group)),), summary=f"docker {group} commands")
+    parsed = command.parsed
+    spec = parsed.spec
+    if parsed.help:
+        return Reply(line, (Preformatted(command_help(spec)),), summary=f"usage of {spec.command_path}")
+    call = Call(parsed, actor, services, emit, substitution=command.substitution)
+    denial = access.authorise(services.access(), actor, spec.effect, spec.command_path)
+    if denial is not None:
+        return await operations.denied(call, denial)
+    if spec.effect == DESTRUCTIVE:
+        return await operations.request(call, await spec.planner(call))
+    if spec.effect == WRITE:
+        return await operations.run_write(call)
+    return await spec.run(call)
+
+
 def preflight(text: str) -> Reply | None:
     """Check a command line without running it: the usage-error Reply it
     would get, or None. Front ends use it before announcing an action."""
-    line = text.strip()
     try:
-        words = command_words(line)
-        line = "docker " + quote_line(words) if words else "docker"
-        if not is_builtin(words):
-            _parse_command(words, line)
+        parse_command(text)
     except DockhandError as exc:
-        return error_reply(line, exc.message, exc.hint, exc.status)
+        return error_reply(text.strip(), exc.message, exc.hint, exc.status)
     return None
 
 
-async def _with_context(reply: Reply, services: Services) -> Reply:
+def effect_of(text: str) -> str:
+    """READ, WRITE or DESTRUCTIVE; a line that does not parse is READ (its
+    answer is a usage error, which changes nothing)."""
+    try:
+        return parse_command(text).effect
+    except DockhandError:
+        return READ
+
+
+async def with_context(reply: Reply, services: Services) -> Reply:
     engine = services.engine
     if not services.engine_version and reply.ok:
         try:
             services.engine_version = (await engine.version()).get("Version", "")
         except EngineError:
             pass
-    return reply.with_context(services.host_label or engine.host, services.engine_version)
+    return reply.with_context(services.label, services.engine_version)

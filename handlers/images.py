@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import re
 import time
 
-from . import refs
-from .argv import CommandSpec, Flag
+from . import plans, prunefilters, refs
+from .argv import DESTRUCTIVE, CommandSpec, Flag
 from .base import Call, bool_filter, parse_filters
 from .errors import UsageError
 from .ports import ImageSummary
@@ -19,7 +22,7 @@ LIST_FILTERS = {
     "since": "image",
     "reference": "pattern",
 }
-PRUNE_FILTERS = {"until": "timestamp", "label": "key or key=value"}
+PRUNE_FILTERS = {"until": "timestamp, date or duration", "label": "key or key=value", "label!": "key or key=value"}
 
 
 def _split_ref(ref: str) -> tuple[str, str, str]:
@@ -79,8 +82,10 @@ def image_rows(images: list[ImageSummary], *, digests: bool, no_trunc: bool, now
     return rows
 
 
-async def list_images(call: Call):
-    o = call.opts
+async def listed_rows(engine, parsed) -> tuple[list[ImageSummary], list[tuple[str, ...]], int]:
+    """The images ``docker images`` with these options lists: (images, rows,
+    index of the IMAGE ID column). Also what rmi's ``$(docker images -q)`` expands to."""
+    o = parsed.opts
     filters = parse_filters(o["filter"], LIST_FILTERS, "docker images")
     bool_filter(filters, "dangling")
     for key in ("before", "since"):
@@ -88,15 +93,21 @@ async def list_images(call: Call):
             refs.parse_image_arg(value)  # refuse junk before it reaches the engine
     for pattern in filters.get("reference", []):
         _check_pattern(pattern)
-    if call.args:
-        _check_pattern(call.args[0])
-        filters.setdefault("reference", []).append(call.args[0])
-    images = await call.engine.list_images(all=o["all"], filters=filters)
+    if parsed.args:
+        _check_pattern(parsed.args[0])
+        filters.setdefault("reference", []).append(parsed.args[0])
+    images = await engine.list_images(all=o["all"], filters=filters)
+    # -q shows full IDs only with --no-trunc; rmi gets exactly what the CLI would pass it
     rows = image_rows(images, digests=o["digests"], no_trunc=o["no_trunc"])
+    return images, rows, 3 if o["digests"] else 2
+
+
+async def list_images(call: Call):
+    o = call.opts
+    images, rows, id_col = await listed_rows(call.engine, call.parsed)
     if o["quiet"]:
         # One ID per row, as docker/cli prints them: an image with several tags
         # shows its ID several times (checked against CLI 20.10 and 28.2).
-        id_col = 3 if o["digests"] else 2
         ids = tuple((row[id_col],) for row in rows)
         return call.reply(Table(("IMAGE ID",), ids, headerless=True), summary=f"{len(ids)} image ID(s)")
     columns = (("REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE") if o["digests"]
@@ -118,49 +129,50 @@ def _check_pattern(pattern: str) -> None:
                          "`docker images 'ubuntu:1*'` (wildcards * and ? are allowed).")
 
 
-async def prune_images(call: Call):
-    """Show what ``docker image prune`` would remove; removal comes with confirmations."""
-    o = call.opts
-    filters = parse_filters(o["filter"], PRUNE_FILTERS, "docker image prune")
-    list_filters = {k: v for k, v in filters.items() if k == "label"}
-    if o["all"]:
-        images = await call.engine.list_images(all=False, filters=list_filters)
-        in_use = await call.engine.images_in_use()
-        candidates = [img for img in images if img.id not in in_use]
-    else:
-        candidates = await call.engine.list_images(all=False, filters={**list_filters, "dangling": ["true"]})
+def _prune_filters(parsed) -> dict[str, list[str]]:
+    filters = parse_filters(parsed.opts["filter"], PRUNE_FILTERS, "docker image prune")
+    for key in ("label", "label!"):
+        for value in filters.get(key, []):
+            if not value.partition("=")[0]:
+                raise UsageError(f"invalid filter '{key}={value[:40]}'", "A label filter names a key: label=KEY or label=KEY=VALUE.")
+    return filters
+
+
+def validate_prune(parsed) -> None:
+    """Refuse bad filters before the engine is asked anything (and before a
+    front end announces the prune)."""
+    filters = _prune_filters(parsed)
+    prunefilters.check_until(filters.get("until", []), time.time())
+
+
+async def plan_prune(call: Call) -> plans.Plan:
+    """What ``docker image prune`` would remove now, with the daemon's rules."""
+    filters = _prune_filters(call.parsed)
+    until = None
     if filters.get("until"):
-        candidates = _until(candidates, filters["until"])
-    rows = image_rows(candidates, digests=False, no_trunc=False)
-    total = sum(img.size for img in candidates)
-    what = "unused" if o["all"] else "dangling"
-    parts = []
-    if rows:
-        parts.append(Table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"), tuple(rows)))
-        parts.append(Notice(f"{len(candidates)} {what} image(s) would be removed, up to {human_size(total)} reclaimed."))
-    else:
-        parts.append(Preformatted("Total reclaimed space: 0B"))
-        parts.append(Notice(f"No {what} images: there is nothing to prune."))
-        return call.reply(*parts, summary=f"no {what} images")
-    parts.append(Notice("Pruning is not enabled in Dockhand yet: nothing was removed. "
-                        "It arrives with confirmations, roles and the audit trail."))
-    return call.reply(*parts, status=Status.FAILED, summary=f"prune not enabled: {len(candidates)} {what} image(s) found")
+        # durations count back from the daemon's clock, dates without a zone
+        # are in the daemon's zone: read both from the engine
+        now, offset = daemon_clock(await call.engine.info())
+        until = prunefilters.check_until(filters["until"], now, offset)
+    model = await plans.read_model(call.engine)
+    result = plans.plan_prune(model, all=call.opts["all"], until=until,
+                              label_match=lambda labels: prunefilters.match_labels(filters, labels),
+                              command=call.parsed.line)
+    return dataclasses.replace(result, model=model)
 
 
-def _until(images: list[ImageSummary], values: list[str]) -> list[ImageSummary]:
-    import re
-
-    cutoff = None
-    for v in values:
-        m = re.fullmatch(r"(\d+)(s|m|h)", v.strip())
-        if m:
-            secs = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
-            cutoff = time.time() - secs
-        elif v.isdigit():
-            cutoff = int(v)
-        else:
-            raise UsageError(f"invalid filter 'until={v[:40]}'", "until takes a duration such as 24h or a Unix timestamp.")
-    return [img for img in images if cutoff is None or img.created < cutoff]
+def daemon_clock(info: dict) -> tuple[float, int]:
+    """(now, UTC offset in seconds) of the engine, from ``docker info``'s
+    SystemTime (RFC 3339 with nanoseconds); this host's clock if absent."""
+    raw = str(info.get("SystemTime") or "")
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", raw)
+    if not m:
+        return time.time(), 0
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    moment = datetime.datetime.fromisoformat(m.group(1) + zone)
+    frac = float("0." + m.group(2)) if m.group(2) else 0.0
+    offset = int(moment.utcoffset().total_seconds())
+    return moment.timestamp() + frac, offset
 
 
 FILTER_FLAG = Flag("filter", "f", "list", "Filter output based on conditions provided", metavar="filter")
@@ -186,9 +198,12 @@ SPECS = (
                 IMAGES_FLAGS, max_args=1, aliases=_ALIASES, examples=_EXAMPLES),
     CommandSpec(("image", "list"), "list [OPTIONS] [REPOSITORY[:TAG]]", "List images", list_images,
                 IMAGES_FLAGS, max_args=1, aliases=_ALIASES, examples=_EXAMPLES),
-    CommandSpec(("image", "prune"), "prune [OPTIONS]", "Remove unused images", prune_images,
+    CommandSpec(("image", "prune"), "prune [OPTIONS]", "Remove unused images", None,
                 (Flag("all", "a", help="Remove all unused images, not just dangling ones"),
                  Flag("filter", kind="list", help="Provide filter values (e.g. \"until=<timestamp>\")", metavar="filter"),
-                 Flag("force", "f", help="Do not prompt for confirmation")),
-                max_args=0, read_only=False),
+                 Flag("force", "f", help="Do not prompt for confirmation (Dockhand always asks in chat; "
+                                         "in the shell, use dockhand shell --yes)")),
+                max_args=0, effect=DESTRUCTIVE, planner=plan_prune, validate=validate_prune,
+                examples=("docker image prune", "docker image prune -a --filter until=24h",
+                          "docker image prune --filter label!=keep")),
 )

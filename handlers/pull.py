@@ -6,7 +6,7 @@ import dataclasses
 import time
 
 from . import refs
-from .argv import CommandSpec, Flag
+from .argv import WRITE, CommandSpec, Flag
 from .base import Call
 from .errors import EngineError
 from .replies import LayerProgress, Preformatted, Progress
@@ -49,7 +49,15 @@ async def pull(call: Call):
         rest = [s for s in statuses if ": Pulling from " not in s]
         text = "\n".join(lines + header + [f"{lp.id}: {lp.status}" for lp in layers.values()] + rest + [final])
     outcome = next((s for s in reversed(statuses) if s.startswith("Status: ")), "Status: pulled")
-    return call.reply(Preformatted(text), summary=outcome.removeprefix("Status: "))
+    reply = call.reply(Preformatted(text), summary=outcome.removeprefix("Status: "))
+    # for the audit record: what exactly arrived
+    reply.meta["reference"] = final
+    reply.meta["digest"] = next((s.removeprefix("Digest: ") for s in statuses if s.startswith("Digest: ")), "")
+    try:
+        reply.meta["image_id"] = (await call.engine.inspect_image(final)).get("Id", "")
+    except EngineError:
+        reply.meta["image_id"] = ""
+    return reply
 
 
 def validate(parsed) -> None:
@@ -65,7 +73,7 @@ SPECS = (
                  Flag("platform", kind="str", help="Set platform if server is multi-platform capable",
                       metavar="string", unsupported="Dockhand pulls for the host's own platform."),
                  Flag("quiet", "q", help="Suppress verbose output")),
-                min_args=1, max_args=1, aliases=("docker image pull", "docker pull"), read_only=False,
+                min_args=1, max_args=1, aliases=("docker image pull", "docker pull"), effect=WRITE,
                 examples=("docker pull ubuntu", "docker pull ubuntu:16.04",
                           "docker pull myregistry.local:5000/testing/test-image"),
                 validate=validate),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 
 class Status(enum.IntEnum):
@@ -91,7 +91,20 @@ class Action:
     command: str
 
 
-Part = Union[Table, Preformatted, Notice, ErrorPart, Progress]
+@dataclass(frozen=True)
+class Confirmation:
+    """A question only a person can answer: run the planned operation ``op``?
+
+    Front ends ask it their own way (Slack: Confirm and Cancel buttons; the
+    terminal: a y/N prompt) and answer through ``handlers.operations``."""
+
+    op: str  # the operation's opaque id
+    question: str  # "Remove these images from prod-web-1?"
+    expires_at: float  # epoch seconds
+    who: str  # who may confirm, in words ("the requester", "an approver other than the requester")
+
+
+Part = Union[Table, Preformatted, Notice, ErrorPart, Progress, Confirmation]
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,9 @@ class Reply:
     host: str = ""  # which engine answered (context line)
     engine_version: str = ""
     meta: dict = field(default_factory=dict, compare=False)
+    # the mutating operation this reply is about, in the state it reached
+    # (front ends keep their audit message in step with it)
+    operation: Any = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -113,7 +129,11 @@ class Reply:
 
     def with_context(self, host: str, engine_version: str) -> "Reply":
         return Reply(self.command, self.parts, self.status, self.summary,
-                     self.actions, host, engine_version, dict(self.meta))
+                     self.actions, host, engine_version, dict(self.meta), self.operation)
+
+    @property
+    def confirmation(self) -> "Confirmation | None":
+        return next((p for p in self.parts if isinstance(p, Confirmation)), None)
 
 
 def error_reply(command: str, message: str, hint: str = "",

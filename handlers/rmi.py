@@ -1,72 +1,42 @@
-"""``docker rmi`` / ``docker image rm``: show what removal would do.
+"""``docker rmi`` / ``docker image rm``: plan the removal, then ask.
 
-Removal itself is destructive and arrives with confirmations, roles and the
-audit trail; until then the command resolves every image, shows the plan
-(what would be untagged or deleted, which containers are in the way) and
-removes nothing.
+The planner resolves every argument against one reading of the engine and
+predicts, with the daemon's own rules (``handlers/plans.py``), what each
+argument will untag and delete; ``handlers/operations.py`` stores the plan
+and asks for a confirmation before anything is removed.
+
+The tutorial's ``docker rmi -f $(docker images -q)`` is taken as what it
+means: the IDs ``docker images -q`` (with the flags written inside) lists,
+each once, then a plan for removing them.
 """
 
 from __future__ import annotations
 
-from . import refs
-from .argv import CommandSpec, Flag
+import dataclasses
+
+from . import plans
+from .argv import DESTRUCTIVE, CommandSpec, Flag
 from .base import Call
-from .errors import ImageNotFound
-from .ports import Engine
-from .replies import Notice, Status, Table
-from .units import truncate_id
-
-NOT_ENABLED = ("Removal is not enabled in Dockhand yet: nothing was removed. "
-               "It arrives with confirmations, roles and the audit trail.")
+from .images import listed_rows
 
 
-async def resolve_image(engine: Engine, arg: str) -> tuple[dict, str]:
-    """Find the image ``arg`` names, as the daemon does: a reference first
-    (``ubuntu`` means ``ubuntu:latest``), then an image ID or a unique ID prefix.
-    Returns the inspect data and how the argument was understood."""
-    target = refs.parse_image_arg(arg)
-    if isinstance(target, refs.ImageId) and target.full:
-        return await engine.inspect_image(str(target)), target.short
-    ref = target if isinstance(target, refs.Reference) else target.reference
-    if ref is not None:
-        ref = ref.with_default_tag()
-        try:
-            return await engine.inspect_image(str(ref)), ref.familiar()
-        except ImageNotFound:
-            if isinstance(target, refs.Reference):
-                raise ImageNotFound(f"No such image: {ref.familiar()}") from None
-    ids = [img.id for img in await engine.list_images(all=True)]
-    full = refs.resolve_id_prefix(target.value, ids)
-    if not full:
-        raise ImageNotFound(f"No such image: {arg}")
-    return await engine.inspect_image(full), truncate_id(full)
-
-
-async def rmi(call: Call):
-    force = call.opts["force"]
-    rows = []
-    for arg in call.args:
-        image, shown = await resolve_image(call.engine, arg)
-        image_id = image.get("Id", "")
-        tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
-        users = await call.engine.containers_using(image_id)
-        by_id = shown == truncate_id(image_id)
-        repos = {t.rsplit(":", 1)[0] for t in tags}
-        if by_id and len(repos) > 1 and not force:
-            outcome = "refused: image is referenced in multiple repositories (must be forced)"
-        elif not by_id and len(tags) > 1:
-            outcome = f"untag {shown} (the image keeps {len(tags) - 1} other tag(s))"
-        elif users and not force:
-            outcome = f"refused: container {truncate_id(users[0].id)} is using it (must force)"
-        elif any(u.state == "running" for u in users):
-            outcome = "refused: a running container uses it (cannot be forced)"
-        else:
-            outcome = f"untag {len(tags)} tag(s) and delete image {truncate_id(image_id)}" if tags else \
-                f"delete image {truncate_id(image_id)}"
-        using = ", ".join(f"{u.name} ({u.state})" for u in users) or "-"
-        rows.append((arg, truncate_id(image_id), using, outcome))
-    return call.reply(Table(("IMAGE", "IMAGE ID", "CONTAINERS", "WOULD"), tuple(rows)), Notice(NOT_ENABLED),
-                      status=Status.FAILED, summary=f"removal not enabled: {len(rows)} image(s) resolved, nothing removed")
+async def plan(call: Call) -> plans.Plan:
+    args = list(call.args)
+    note = ""
+    if call.substitution is not None:
+        _, rows, id_col = await listed_rows(call.engine, call.substitution)
+        ids = [row[id_col] for row in rows]
+        unique = list(dict.fromkeys(ids))
+        note = f"$({call.substitution.line}) lists {len(unique)} image ID(s)"
+        if len(unique) < len(ids):
+            note += f" ({len(ids) - len(unique)} repeated: an image with several tags is listed once per tag)"
+        args += unique
+    if len(args) > plans.MAX_IMAGES:
+        plans.check_count(len(args))
+    model = await plans.read_model(call.engine)
+    result = plans.plan_rmi(model, args, force=call.opts["force"], noprune=call.opts["no_prune"],
+                            command=call.parsed.line, note=note)
+    return dataclasses.replace(result, model=model)
 
 
 _FLAGS = (Flag("force", "f", help="Force removal of the image"),
@@ -75,8 +45,9 @@ _FLAGS = (Flag("force", "f", help="Force removal of the image"),
                help="Remove only the given platform variant", unsupported="Remove whole images only."))
 _ALIASES = ("docker image rm", "docker image remove", "docker rmi")
 SPECS = tuple(
-    CommandSpec(path, use, "Remove one or more images", rmi, _FLAGS, min_args=1, aliases=_ALIASES, read_only=False,
-                examples=("docker rmi hello-world", "docker rmi -f fce289e99eb9"))
+    CommandSpec(path, use, "Remove one or more images", None, _FLAGS, min_args=1, aliases=_ALIASES,
+                effect=DESTRUCTIVE, planner=plan,
+                examples=("docker rmi hello-world", "docker rmi -f fce289e99eb9", "docker rmi -f $(docker images -q)"))
     for path, use in ((("rmi",), "rmi [OPTIONS] IMAGE [IMAGE...]"),
                       (("image", "rm"), "rm [OPTIONS] IMAGE [IMAGE...]"),
                       (("image", "remove"), "remove [OPTIONS] IMAGE [IMAGE...]"))

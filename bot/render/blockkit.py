@@ -28,7 +28,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from handlers.replies import ErrorPart, Notice, Preformatted, Progress, Reply, Table
+import time
+
+from handlers.replies import Confirmation, ErrorPart, Notice, Preformatted, Progress, Reply, Table
 from handlers.textfmt import MIN_WIDTH, PADDING, column_widths, format_row
 from handlers.units import human_size
 
@@ -63,6 +65,8 @@ ACTION_PREV = "dockhand.page.prev"
 ACTION_NEXT = "dockhand.page.next"
 ACTION_SHARE = "dockhand.share"
 ACTION_RUN_PREFIX = "dockhand.run."
+ACTION_CONFIRM = "dockhand.confirm"
+ACTION_CANCEL = "dockhand.cancel"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,30}")
@@ -369,6 +373,10 @@ def _part_blocks(part, budget: int, max_blocks: int, layout: TableLayout | None,
             blocks += [_section(t) for t in
                        _code_chunks(lines, budget - block_chars(blocks[0]), max_blocks - 1)]
         return blocks
+    if isinstance(part, Confirmation):
+        until = time.strftime("%H:%M UTC", time.gmtime(part.expires_at))
+        return [_section(f":warning: *{clip_escaped(part.question, 300)}* Nothing is removed until "
+                         f"{clip_escaped(part.who, 200)} confirms, before {until}.")]
     # An unknown part type: say so rather than fail the whole message.
     return [_section(clip_escaped(f"({type(part).__name__} cannot be shown in Slack)", 200))]
 
@@ -442,6 +450,9 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
                 buttons.append(_button("Share in channel", ACTION_SHARE, v))
     if buttons:
         foot.append({"type": "actions", "elements": buttons})
+    question = reply.confirmation
+    if interactive and question is not None:
+        foot.append({"type": "actions", "elements": confirm_buttons(question, reply)})
     if interactive and reply.actions:
         run, room = [], RUN_BUTTONS_BUDGET
         for i, action in enumerate(reply.actions[:MAX_ACTION_ELEMENTS]):
@@ -492,6 +503,24 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
     if not blocks:
         blocks = [_section(clip_escaped(reply.summary.strip() or "Done.", MAX_SECTION))]
     return {"text": _fallback_text(reply, layout, page), "blocks": blocks}
+
+
+def confirm_buttons(question: Confirmation, reply: Reply) -> list[dict]:
+    """Confirm (danger, with Slack's own confirmation dialog) and Cancel.
+
+    The buttons carry only the operation's opaque id: what will be removed is
+    the stored plan, checked again on the server when the click arrives (the
+    dialog only guards the click in the Slack client)."""
+    confirm = _button("Confirm", ACTION_CONFIRM, question.op, style="danger")
+    confirm["confirm"] = {
+        "title": {"type": "plain_text", "text": clip("Remove these images?", 100)},
+        "text": {"type": "plain_text", "text": clip(
+            f"{reply.summary or 'The planned removal'} On {reply.host or 'the host'}. This cannot be undone.", 300)},
+        "confirm": {"type": "plain_text", "text": "Remove"},
+        "deny": {"type": "plain_text", "text": "Keep them"},
+        "style": "danger",
+    }
+    return [confirm, _button("Cancel", ACTION_CANCEL, question.op)]
 
 
 def plain(text: str) -> dict:

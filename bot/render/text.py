@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from handlers.replies import ErrorPart, Notice, Preformatted, Progress, Reply, Table
+import time
+
+from handlers.replies import Confirmation, ErrorPart, Notice, Preformatted, Progress, Reply, Table
 from handlers.textfmt import table_lines
 from handlers.units import human_size
 
@@ -18,6 +20,9 @@ def render_part(part) -> str:
         return f"Error: {part.message}" + (f"\nHint: {part.hint}" if part.hint else "")
     if isinstance(part, Progress):
         return render_progress(part)
+    if isinstance(part, Confirmation):
+        until = time.strftime("%H:%M:%S", time.localtime(part.expires_at))
+        return f"Nothing is removed until {part.who} confirm{'s' if part.who != 'you' else ''} (before {until})."
     raise TypeError(f"no text rendering for {type(part).__name__}")
 
 

@@ -3,8 +3,15 @@ against the private dockerd in tests/integration)."""
 
 from __future__ import annotations
 
-from handlers.errors import ImageNotFound
-from handlers.ports import ContainerRef, ImageSummary, PullEvent, SearchResult
+from dataclasses import replace
+
+from handlers.errors import Conflict, ImageNotFound
+from handlers.ports import ContainerRef, DiskUsage, ImageSummary, PullEvent, RemoveResult, SearchResult
+from handlers.refs import parse_normalized
+
+
+def _full(text):
+    return str(parse_normalized(text))
 
 
 class FakeEngine:
@@ -66,19 +73,44 @@ class FakeEngine:
         self.calls.append(("images_in_use",))
         return frozenset(c.image_id for c in self.containers)
 
-    async def remove_image(self, ref, *, force=False, noprune=False):  # pragma: no cover - never called yet
-        raise AssertionError("handlers must not remove anything before confirmations exist")
+    async def list_containers(self):
+        self.calls.append(("list_containers",))
+        self._maybe_fail()
+        return list(self.containers)
+
+    async def disk_usage(self):
+        self.calls.append(("disk_usage",))
+        return DiskUsage(layers_size=sum(i.size for i in self.images), unique={i.id: i.size for i in self.images})
+
+    async def remove_image(self, ref, *, force=False, noprune=False):
+        """Removes from the in-memory images by the daemon's rules (handlers.plans simulates them;
+        tests/integration/test_removal_oracle.py checks those rules against a real engine)."""
+        from handlers.plans import EngineRefusal, Model, image_delete
+
+        self.calls.append(("remove_image", ref, force, noprune))
+        model = Model.from_engine_data(self.images, self.containers)
+        try:
+            rec = image_delete(model, ref, force=force, prune=not noprune)
+        except EngineRefusal as exc:
+            if exc.conflict:
+                raise Conflict("Error response from daemon: " + exc.message) from None
+            raise ImageNotFound("Error response from daemon: " + exc.message) from None
+        kept = {i.id: i for i in model.images.values()}
+        self.images = [replace(img, repo_tags=tuple(t for t in img.repo_tags if _full(t) in kept[img.id].refs),
+                               repo_digests=tuple(d for d in img.repo_digests if _full(d) in kept[img.id].refs))
+                       for img in self.images if img.id in kept]
+        return RemoveResult(untagged=tuple(rec.untagged), deleted=tuple(rec.deleted))
 
     async def prune_images(self, *, all=False, filters=None):  # pragma: no cover
-        raise AssertionError("handlers must not prune anything before confirmations exist")
+        raise AssertionError("Dockhand removes the planned images one by one; it never asks the engine to prune")
 
     async def close(self):
         pass
 
 
-def image(ident: str, tags=(), digests=(), created=0, size=0):
+def image(ident: str, tags=(), digests=(), created=0, size=0, parent="", labels=None):
     return ImageSummary(id="sha256:" + ident * (64 // len(ident)), repo_tags=tuple(tags), repo_digests=tuple(digests),
-                        created=created, size=size)
+                        created=created, size=size, parent_id=parent, labels=labels or {})
 
 
 def result(name, stars=0, official=False, description=""):

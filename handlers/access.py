@@ -1,0 +1,161 @@
+"""Who may run, confirm or cancel what: the one place that decides.
+
+Roles grow: a *viewer* runs read-only commands, an *operator* also pulls, an
+*admin* also removes (rmi, prune). A command's role follows from its effect
+in the command table (``CommandSpec.effect``), never from its name.
+
+Grants are Slack user IDs (``U…``/``W…``) and user-group IDs (``S…``); the
+front end tells which of the configured groups an actor belongs to
+(``Actor.groups``). With nothing configured everyone is a viewer. The
+terminal's user is an admin: they already hold the Docker socket.
+
+Two-person rule: when approvers are configured, a destructive operation
+requested in chat must be confirmed by a *different* person among them; the
+requester cannot. Without approvers, the requester confirms.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .argv import DESTRUCTIVE, READ, WRITE
+from .context import Actor
+from .ports import Operation
+
+
+class Role(enum.IntEnum):
+    NONE = 0
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return {0: "no role", 1: "viewer", 2: "operator", 3: "admin"}[int(self)]
+
+
+ROLE_FOR_EFFECT = {READ: Role.VIEWER, WRITE: Role.OPERATOR, DESTRUCTIVE: Role.ADMIN}
+SETTING_FOR_ROLE = {Role.VIEWER: "DOCKHAND_VIEWERS", Role.OPERATOR: "DOCKHAND_OPERATORS",
+                    Role.ADMIN: "DOCKHAND_ADMINS"}
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why not, in words a person can act on; ``reason`` is short, for the audit log."""
+
+    message: str
+    hint: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    admins: frozenset[str] = frozenset()
+    operators: frozenset[str] = frozenset()
+    viewers: frozenset[str] = frozenset()  # empty: everyone is a viewer
+    approvers: frozenset[str] = frozenset()  # non-empty: two-person rule for destructive operations
+    channels: frozenset[str] = frozenset()  # non-empty: chat commands only in these channels
+    groups: frozenset[str] = field(init=False, default=frozenset())
+
+    def __post_init__(self) -> None:
+        everything = self.admins | self.operators | self.viewers | self.approvers
+        object.__setattr__(self, "groups", frozenset(g for g in everything if g.startswith("S")))
+
+    def _ids(self, actor: Actor) -> frozenset[str]:
+        return frozenset({actor.id}) | frozenset(actor.groups)
+
+    def role_of(self, actor: Actor) -> Role:
+        if actor.via == "shell":
+            return Role.ADMIN
+        ids = self._ids(actor)
+        if ids & self.admins:
+            return Role.ADMIN
+        if ids & self.operators:
+            return Role.OPERATOR
+        if not self.viewers or ids & self.viewers:
+            return Role.VIEWER
+        return Role.NONE
+
+    def is_approver(self, actor: Actor) -> bool:
+        return bool(self._ids(actor) & self.approvers)
+
+    @property
+    def two_person(self) -> bool:
+        return bool(self.approvers)
+
+    def needs_approver(self, actor: Actor) -> bool:
+        """Whether an operation ``actor`` requests must be confirmed by someone else."""
+        return self.two_person and actor.via != "shell"
+
+
+def _grant_hint(actor: Actor, role: Role) -> str:
+    who = f"your Slack user ID ({actor.id})" if actor.via == "slack" else f"'{actor.id}'"
+    return (f"An admin of this Dockhand grants it by adding {who} or one of your user groups to "
+            f"{SETTING_FOR_ROLE[role]} (or to a setting of a higher role), then restarting Dockhand.")
+
+
+def authorise(policy: Policy, actor: Actor, effect: str, command_path: str) -> Denial | None:
+    """May ``actor`` run a command of this effect here? None when yes."""
+    if actor.via == "slack" and policy.channels and actor.channel not in policy.channels:
+        return Denial(f"Dockhand does not take commands in this channel ({actor.channel or 'unknown'}).",
+                      "Use one of the channels listed in DOCKHAND_CHANNELS, or ask an admin to add this one.",
+                      "channel not allowed")
+    need = ROLE_FOR_EFFECT[effect]
+    have = policy.role_of(actor)
+    if have >= need:
+        return None
+    return Denial(f"`{command_path}` needs the {need.label} role; you have {have.label}.",
+                  _grant_hint(actor, need), f"needs {need.label}, has {have.label}")
+
+
+def may_confirm(policy: Policy, actor: Actor, op: Operation) -> Denial | None:
+    """May ``actor`` confirm ``op``? The role again, then the two-person rule."""
+    denial = authorise(policy, actor, DESTRUCTIVE if op.kind in ("rmi", "prune") else WRITE,
+                       op.command.split(" -", 1)[0])
+    if op.needs_approver:
+        if actor.id == op.requester:
+            return Denial("You asked for this removal, so someone else must confirm it (two-person rule).",
+                          "Ask one of the approvers (DOCKHAND_APPROVERS) to press Confirm.",
+                          "requester cannot approve")
+        if not policy.is_approver(actor):
+            return Denial("Only an approver may confirm this removal (two-person rule).",
+                          "Approvers are listed in DOCKHAND_APPROVERS.", "not an approver")
+        return None  # an approver confirms whatever their own role
+    if denial is not None:
+        return denial
+    if actor.id != op.requester:
+        return Denial("Only the person who asked for this removal may confirm it.",
+                      f"Ask <{op.requester_name or op.requester}> to confirm, or run the command yourself.",
+                      "not the requester")
+    return None
+
+
+def may_cancel(policy: Policy, actor: Actor, op: Operation) -> Denial | None:
+    """The requester, an approver or an admin may cancel."""
+    if actor.id == op.requester or policy.is_approver(actor) or policy.role_of(actor) >= Role.ADMIN:
+        return None
+    return Denial("Only the requester, an approver or an admin may cancel this removal.",
+                  "Nothing happens until it is confirmed; it expires by itself.", "may not cancel")
+
+
+def parse_grants(raw: str) -> tuple[frozenset[str], list[str]]:
+    """A comma-separated list of Slack IDs; (ids, problems)."""
+    ids, problems = set(), []
+    for item in (x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        if not _looks_like_slack_id(item):
+            problems.append(f"{item!r} is not a Slack user ID (U…/W…) or user-group ID (S…)")
+            continue
+        ids.add(item)
+    return frozenset(ids), problems
+
+
+def _looks_like_slack_id(text: str) -> bool:
+    return len(text) >= 2 and text[0] in "UWS" and text[1:].isalnum() and text.upper() == text
+
+
+def members(ids: Iterable[str]) -> frozenset[str]:
+    return frozenset(ids)
