@@ -26,6 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="mode")
     sh = sub.add_parser("shell", help="terminal front end (default without Slack tokens)")
     sh.add_argument("-c", dest="command", metavar="COMMAND", help="run one command, print the reply and exit")
+    sh.add_argument("-y", "--yes", action="store_true",
+                    help="confirm removals without asking (needed with -c when there is no terminal)")
+    au = sub.add_parser("audit", help="the local audit log: verify its hash chain, or show its last records")
+    au.add_argument("action", choices=("verify", "show"), help="verify: check the chain; show: print records")
+    au.add_argument("-n", type=int, default=20, help="how many records `show` prints (default 20)")
+    au.add_argument("--file", help="the audit log (default: audit.jsonl in DOCKHAND_STATE_DIR)")
     sub.add_parser("slack", help="Slack front end (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)")
     return p
 
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     load_dotenv_file(args.env_file)
     mode = args.mode
     try:
-        settings = load_settings(slack={"slack": True, "shell": False}.get(mode))
+        settings = load_settings(slack={"slack": True, "shell": False, "audit": False}.get(mode))
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"dockhand: {problem}", file=sys.stderr)
@@ -45,9 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     if mode is None:
         mode = "slack" if settings.slack_enabled else "shell"
 
-    from bot.wiring import build_services
+    if mode == "audit":
+        return _audit(args, settings)
 
-    services = build_services(settings)
+    from bot.wiring import build_services, close_services
+
+    try:
+        services = build_services(settings)
+    except OSError as exc:
+        print(f"dockhand: cannot use the state directory {settings.state_path} ({exc.strerror or exc}): "
+              "set DOCKHAND_STATE_DIR to a writable directory", file=sys.stderr)
+        return 2
     if mode == "slack":
         from bot.slack.app import serve
 
@@ -57,11 +71,33 @@ def main(argv: list[str] | None = None) -> int:
 
         async def once() -> int:
             try:
-                return await run_once(services, args.command)
+                return await run_once(services, args.command, yes=args.yes)
             finally:
-                await services.engine.close()
+                await close_services(services)
 
         return asyncio.run(once())
     from bot.shell import interactive
 
-    return interactive(services)
+    return interactive(services, yes=bool(getattr(args, "yes", False)))
+
+
+def _audit(args, settings) -> int:
+    """``dockhand audit verify|show``: exit 0 when the chain verifies, 1 when not."""
+    from pathlib import Path
+
+    from bot.audit_log import AuditLog, format_records, verify
+
+    path = Path(args.file) if args.file else settings.audit_log_path
+    if args.action == "show":
+        if not path.exists():
+            print(f"dockhand: no audit log at {path}", file=sys.stderr)
+            return 1
+        print(format_records(AuditLog(path).tail_sync(max(1, min(args.n, 10_000)))))
+        return 0
+    result = verify(path)
+    if result.ok:
+        print(f"audit log {path}: {result.records} record(s), the hash chain verifies")
+        return 0
+    where = f" (line {result.bad_line})" if result.bad_line else ""
+    print(f"audit log {path}: NOT VALID{where}: {result.reason}", file=sys.stderr)
+    return 1

@@ -34,6 +34,13 @@ class Settings:
     http_host: str = "0.0.0.0"
     http_port: int = 3000
     admins: frozenset[str] = field(default_factory=frozenset)
+    operators: frozenset[str] = field(default_factory=frozenset)
+    viewers: frozenset[str] = field(default_factory=frozenset)  # empty: everyone may read
+    approvers: frozenset[str] = field(default_factory=frozenset)  # non-empty: two-person rule
+    channels: frozenset[str] = field(default_factory=frozenset)  # non-empty: only these channels
+    state_dir: str = ""  # "" = default_state_dir()
+    confirm_ttl: float = 600.0
+    audit_channel: str = ""
     reply_visibility: str = "ephemeral"  # or "in_channel"
     log_level: str = "INFO"
 
@@ -48,6 +55,34 @@ class Settings:
     @property
     def target_label(self) -> str:
         return self.host_label or self.docker_host
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else default_state_dir()
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.state_path / "audit.jsonl"
+
+    def policy(self):
+        from handlers.access import Policy
+
+        return Policy(admins=self.admins, operators=self.operators, viewers=self.viewers,
+                      approvers=self.approvers, channels=self.channels)
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/dockhand``, else ``~/.local/state/dockhand``."""
+    base = os.environ.get("XDG_STATE_HOME", "").strip()
+    return Path(base) / "dockhand" if base else Path.home() / ".local" / "state" / "dockhand"
+
+
+def _grants(env: Mapping[str, str], name: str, problems: list[str]) -> frozenset[str]:
+    from handlers.access import parse_grants
+
+    ids, bad = parse_grants(env.get(name, ""))
+    problems.extend(f"{name}: {b}" for b in bad)
+    return ids
 
 
 def load_dotenv_file(path: str | os.PathLike | None = None) -> None:
@@ -105,7 +140,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         problems.append(f"DOCKHAND_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR")
         log_level = "INFO"
 
-    admins = frozenset(a.strip() for a in env.get("DOCKHAND_ADMINS", "").split(",") if a.strip())
+    admins = _grants(env, "DOCKHAND_ADMINS", problems)
+    channels = frozenset(c.strip() for c in env.get("DOCKHAND_CHANNELS", "").split(",") if c.strip())
+    for c in channels:
+        if not (c[:1] in "CGD" and c.isalnum() and c.upper() == c):
+            problems.append(f"DOCKHAND_CHANNELS: {c!r} is not a Slack channel ID (C…, G… or D…)")
+    audit_channel = env.get("DOCKHAND_AUDIT_CHANNEL", "").strip()
+    if audit_channel and not (audit_channel[:1] in "CG" and audit_channel.isalnum()):
+        problems.append(f"DOCKHAND_AUDIT_CHANNEL={audit_channel!r} is not a Slack channel ID (C… or G…)")
 
     settings = Settings(
         docker_host=docker_host,
@@ -119,6 +161,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         http_host=env.get("HOST", "").strip() or "0.0.0.0",
         http_port=http_port,
         admins=admins,
+        operators=_grants(env, "DOCKHAND_OPERATORS", problems),
+        viewers=_grants(env, "DOCKHAND_VIEWERS", problems),
+        approvers=_grants(env, "DOCKHAND_APPROVERS", problems),
+        channels=channels,
+        state_dir=env.get("DOCKHAND_STATE_DIR", "").strip(),
+        confirm_ttl=_float(env, "DOCKHAND_CONFIRM_TTL", 600.0, problems),
+        audit_channel=audit_channel,
         reply_visibility=visibility,
         log_level=log_level,
     )

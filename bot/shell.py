@@ -9,13 +9,15 @@ import asyncio
 import getpass
 import os
 import sys
+import time
 from pathlib import Path
 
 from bot.render.text import render, render_progress
-from handlers import dispatch
+from handlers import dispatch, operations
 from handlers.context import Actor, Services
+from handlers.dispatch import with_context
 from handlers.errors import EngineError
-from handlers.replies import ErrorPart, Progress, Reply
+from handlers.replies import ErrorPart, Progress, Reply, Status
 
 BANNER = "Dockhand shell on {host}. Type 'help' for commands, 'exit' to leave. Leading '/' and 'docker' are optional."
 HISTORY = Path(os.environ.get("DOCKHAND_HISTORY", Path.home() / ".dockhand_history"))
@@ -26,15 +28,59 @@ def shell_actor() -> Actor:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
         user = "shell"
-    return Actor(id=user, name=user, is_admin=True, via="shell")
+    return Actor(id=user, name=user, via="shell")
 
 
-async def run_once(services: Services, line: str, out=None, err=None) -> int:
-    """``dockhand shell -c LINE``: print the reply, return the exit status."""
+def _ask(question: str, expires_at: float, stdin, out) -> bool:
+    """The terminal's y/N prompt (the CLI's own wording for prune)."""
+    until = time.strftime("%H:%M:%S", time.localtime(expires_at))
+    out.write(f"{question} (valid until {until}) [y/N] ")
+    out.flush()
+    answer = stdin.readline()
+    if not answer:
+        out.write("\n")
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def answer(reply: Reply, actor: Actor, services: Services, *, yes: bool, can_ask: bool,
+                 stdin=None, out=None, err=None) -> Reply | None:
+    """Settle the confirmation ``reply`` asks for, the terminal's way.
+
+    ``yes``: confirmed in advance (``dockhand shell --yes``). Otherwise ask
+    y/N when there is a terminal to ask on; without one, cancel and say how
+    to confirm. Returns the final reply (None when no question was asked)."""
+    question = reply.confirmation
+    if question is None:
+        return None
+    out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
+    if yes:
+        print("Confirmed by --yes.", file=out, flush=True)
+        return await operations.confirm(question.op, actor, services)
+    if not can_ask:
+        await operations.cancel(question.op, actor, services)
+        return Reply(reply.command, (ErrorPart(
+            "Not confirmed: there is no terminal to ask on, so nothing was removed.",
+            "Review the plan above, then run it again with `dockhand shell --yes -c '...'` to confirm."),),
+            status=Status.FAILED, summary="not confirmed")
+    if _ask(question.question, question.expires_at, stdin, out):
+        return await operations.confirm(question.op, actor, services)
+    return await operations.cancel(question.op, actor, services)
+
+
+async def run_once(services: Services, line: str, out=None, err=None, *, yes: bool = False) -> int:
+    """``dockhand shell [--yes] -c LINE``: print the reply, return the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
-    reply = await dispatch(line, shell_actor(), services)
+    actor = shell_actor()
+    await operations.recover(services)
+    reply = await dispatch(line, actor, services)
     _print(reply, out, err)
+    final = await answer(reply, actor, services, yes=yes, can_ask=sys.stdin.isatty() and out.isatty(),
+                         out=out, err=err)
+    if final is not None:
+        final = await with_context(final, services)
+        _print(final, out, err)
+        reply = final
     return int(reply.status)
 
 
@@ -51,7 +97,7 @@ async def _progress_printer(reply: Reply) -> None:
             print(render_progress(part), file=sys.stdout, flush=True)
 
 
-def interactive(services: Services) -> int:
+def interactive(services: Services, *, yes: bool = False) -> int:
     try:
         import readline  # line editing and history where the platform has it
     except ImportError:  # pragma: no cover
@@ -66,10 +112,15 @@ def interactive(services: Services) -> int:
     host = services.host_label or services.engine.host
     print(BANNER.format(host=host), flush=True)
     with asyncio.Runner() as runner:
+        from bot.completion import install
+        install(readline, services, runner)  # Tab completion; does nothing without readline
         try:
             runner.run(services.engine.version())
         except EngineError as exc:
             print(f"Warning: {exc.message}\nHint: {exc.hint}", file=sys.stderr, flush=True)
+        for op in runner.run(operations.recover(services)):
+            print(f"Warning: `{op.command}` was cut short when Dockhand stopped (audited as interrupted); "
+                  "check the host with `docker images`.", file=sys.stderr, flush=True)
         status = 0
         try:
             while True:
@@ -93,6 +144,14 @@ def interactive(services: Services) -> int:
                     print("Interrupted.", file=sys.stderr)
                     continue
                 _print(reply, sys.stdout, sys.stderr)
+                try:
+                    final = runner.run(answer(reply, actor, services, yes=yes, can_ask=sys.stdin.isatty()))
+                except KeyboardInterrupt:
+                    print("Interrupted.", file=sys.stderr)
+                    continue
+                if final is not None:
+                    reply = runner.run(with_context(final, services))
+                    _print(reply, sys.stdout, sys.stderr)
                 status = int(reply.status)
         finally:
             if readline is not None:
@@ -100,5 +159,7 @@ def interactive(services: Services) -> int:
                     readline.write_history_file(HISTORY)
                 except OSError:
                     pass
-            runner.run(services.engine.close())
+            from bot.wiring import close_services
+
+            runner.run(close_services(services))
     return status

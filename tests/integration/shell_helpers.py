@@ -6,9 +6,11 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 DOCKHAND = str(Path(sys.executable).with_name("dockhand"))
+STATE_DIR = tempfile.mkdtemp(prefix="dockhand-shell-state-")
 
 
 def dockhand_env(stack=None, **extra) -> dict:
@@ -17,6 +19,7 @@ def dockhand_env(stack=None, **extra) -> dict:
         env.update(DOCKER_HOST=stack.docker_host, DOCKER_CONFIG=stack.docker_config,
                    DOCKHAND_SEARCH_INDEX=stack.index)
     env["DOCKHAND_HISTORY"] = os.devnull
+    env["DOCKHAND_STATE_DIR"] = STATE_DIR  # confirmations and the audit log of the test session
     env.update(extra)
     return env
 

@@ -33,13 +33,49 @@ def test_pull_through_the_shell(stack, make_image):
     assert missing.returncode == 1 and "manifest" in missing.stderr and "not found" in missing.stderr
 
 
-def test_rmi_plan_removes_nothing(stack):
-    ref = f"{stack.registry}/dockhand/busybox:1.36"
-    r = dockhand("shell", "-c", f"rmi {ref}", stack=stack)
-    assert r.returncode == 1 and "nothing was removed" in r.stdout and "untag" in r.stdout
+def test_rmi_without_a_terminal_shows_the_plan_and_removes_only_with_yes(stack, make_image):
+    img = make_image(extra_tags=["2"])
+    r = dockhand("shell", "-c", f"rmi {img.ref}", stack=stack)
+    assert r.returncode == 1 and "untag" in r.stdout and "no terminal to ask on" in r.stderr
+    assert "--yes" in r.stderr and stack.docker("image", "inspect", img.ref).returncode == 0
     used = dockhand("shell", "-c", f"rmi {stack.registry}/dockhand/used", stack=stack)
-    assert "refused: container" in used.stdout
-    assert stack.docker("image", "inspect", ref).returncode == 0
+    assert used.returncode == 1 and "unable to remove repository reference" in used.stderr
+    assert "must force" in used.stderr
+    done = dockhand("shell", "--yes", "-c", f"rmi {img.ref} {img.repo}:2", stack=stack)
+    assert done.returncode == 0, done.stderr
+    assert f"Untagged: {img.ref}" in done.stdout and f"Deleted: {img.id}" in done.stdout
+    assert stack.docker("image", "inspect", img.id, check=False).returncode != 0
+    audit = dockhand("audit", "verify", stack=stack)
+    assert audit.returncode == 0 and "the hash chain verifies" in audit.stdout
+    shown = dockhand("shell", "-c", "docker audit 3", stack=stack)
+    assert shown.returncode == 0 and "done" in shown.stdout and img.repo.split("/")[-1] in shown.stdout
+
+
+def test_rmi_asks_y_or_n_on_a_terminal(stack, make_image):
+    import pty
+    import subprocess
+    import time as _time
+
+    from tests.integration.shell_helpers import DOCKHAND, dockhand_env
+
+    img = make_image()
+    for answer, gone in (("n", False), ("y", True)):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([DOCKHAND, "shell", "-c", f"rmi {img.ref}"], stdin=slave, stdout=slave,
+                                stderr=slave, env=dockhand_env(stack, TERM="dumb"), close_fds=True)
+        os.close(slave)
+        buf = b""
+        deadline = _time.monotonic() + 30
+        while b"[y/N]" not in buf and _time.monotonic() < deadline:
+            try:
+                buf += os.read(master, 4096)
+            except OSError:
+                break
+        assert b"[y/N]" in buf, buf
+        os.write(master, answer.encode() + b"\n")
+        assert proc.wait(30) == 0
+        os.close(master)
+        assert (stack.docker("image", "inspect", img.id, check=False).returncode != 0) is gone
 
 
 def test_interactive_shell_reads_lines_until_exit(stack):
@@ -84,11 +120,11 @@ def test_settings_come_from_dotenv(stack, tmp_path):
     assert os.path.exists(tmp_path / ".env")
 
 
-def test_image_prune_shows_the_plan_and_removes_nothing(stack, make_image):
+def test_image_prune_shows_the_plan_and_removes_nothing_without_yes(stack, make_image):
     unused = make_image()
     r = dockhand("shell", "-c", "docker image prune -a", stack=stack)
-    assert r.returncode == 1 and "nothing was removed" in r.stdout, r.stderr
+    assert r.returncode == 1 and "no terminal to ask on" in r.stderr, r.stderr
     assert unused.id[7:19] in r.stdout and stack.seeds["used"]["id"][7:19] not in r.stdout
     assert stack.docker("image", "inspect", unused.ref).returncode == 0
-    dangling = dockhand("shell", "-c", "docker image prune", stack=stack)
-    assert "would be removed" in dangling.stdout or "nothing to prune" in dangling.stdout
+    bad = dockhand("shell", "-c", "docker image prune --filter until=12345678901234567890123", stack=stack)
+    assert bad.returncode == 2 and "until" in bad.stderr
