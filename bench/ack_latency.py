@@ -32,6 +32,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 import uuid
@@ -158,7 +159,10 @@ class Bench:
                 cmd = [sys.executable, "-m", "cProfile", "-o", str(self.args.profile), "-m", "bot", "slack"]
             env.update(SLACK_BOT_TOKEN=self.fake.bot_token, SLACK_SIGNING_SECRET=self._secret(),
                        SLACK_API_URL=self.fake.api_url, HOST="127.0.0.1", PORT=str(port),
-                       DOCKER_HOST=self.state["docker_host"], DOCKHAND_SEARCH_INDEX=self.state["index"])
+                       DOCKER_HOST=self.state["docker_host"], DOCKHAND_SEARCH_INDEX=self.state["index"],
+                       # the busy /pull of each round is sent by an operator; a state dir of its own
+                       DOCKHAND_OPERATORS=",".join(f"UPULL{n}D" for n in range(100)),
+                       DOCKHAND_STATE_DIR=str(Path(tempfile.mkdtemp(prefix="dockhand-bench-"))))
         else:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-floor", str(port), self.fake.api_url]
         proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=str(ROOT / "bench"),

@@ -11,20 +11,27 @@ from __future__ import annotations
 import re
 
 from bot.config import Settings
-from bot.render.blockkit import ACTION_NEXT, ACTION_PREV, ACTION_RUN_PREFIX, ACTION_SHARE
+from bot.render.blockkit import (
+    ACTION_CANCEL,
+    ACTION_CONFIRM,
+    ACTION_NEXT,
+    ACTION_PREV,
+    ACTION_RUN_PREFIX,
+    ACTION_SHARE,
+)
 from handlers.context import Services
 
-from .runtime import SlackRuntime, actor_for, body_key
+from . import operations as slack_operations
+from .runtime import SlackRuntime, body_key
 
 RUN_ACTIONS = re.compile("^" + re.escape(ACTION_RUN_PREFIX) + r"\d+$")
 PAGE_ACTIONS = re.compile("^(" + re.escape(ACTION_PREV) + "|" + re.escape(ACTION_NEXT) + ")$")
 
 
-def _who(body: dict, runtime: SlackRuntime):
+async def _who(body: dict, runtime: SlackRuntime):
     user = body.get("user") or {}
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
-    actor = actor_for(user.get("id", ""), user.get("username") or user.get("name", ""), channel,
-                      runtime.settings)
+    actor = await runtime.actor(user.get("id", ""), user.get("username") or user.get("name", ""), channel)
     return actor, channel
 
 
@@ -34,15 +41,16 @@ def _key(body: dict, action: dict) -> str:
     return f"act:{user}:{action.get('action_id')}:{ts}" if ts else "act:" + body_key(body)
 
 
-def _click(runtime: SlackRuntime, handle):
+def _click(runtime: SlackRuntime, handle, *, durable: bool = False):
     """A Bolt listener for one kind of button: ack at once, then (once per
-    delivery) ``handle(body, action, client, respond)`` inside a runtime job."""
+    delivery, remembered in the store when ``durable``)
+    ``handle(body, action, client, respond)`` inside a runtime job."""
 
     async def listener(ack, body: dict, action: dict, client, request) -> None:
         await ack()
         respond = runtime.responder(body.get("response_url"))
         async with runtime.job(respond):
-            if runtime.first_delivery(_key(body, action), request.headers):
+            if await runtime.first_delivery(_key(body, action), request.headers, durable=durable):
                 await handle(body, action, client, respond)
 
     return listener
@@ -53,23 +61,32 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
     runtime = runtime or SlackRuntime(settings, services, dispatch)
 
     async def run_button(body: dict, action: dict, client, respond) -> None:
-        actor, channel = _who(body, runtime)
+        actor, channel = await _who(body, runtime)
         value = await runtime.button_value(action.get("value", ""), respond)
         if value is not None:
             await runtime.run(value["c"], actor, channel=channel, respond=respond, client=client,
                               from_button=True)
 
     async def share_button(body: dict, action: dict, client, respond) -> None:
-        actor, channel = _who(body, runtime)
+        actor, channel = await _who(body, runtime)
         await runtime.share(action.get("value", ""), actor, channel=channel, respond=respond, client=client)
 
     async def page_button(body: dict, action: dict, client, respond) -> None:
-        actor, _ = _who(body, runtime)
+        actor, _ = await _who(body, runtime)
         ephemeral = bool((body.get("container") or {}).get("is_ephemeral"))
         share = ephemeral and runtime.visibility == "ephemeral"
         await runtime.turn_page(action.get("value", ""), actor, respond=respond, share=share)
 
-    app.action(RUN_ACTIONS)(_click(runtime, run_button))
+    async def confirm_button(body: dict, action: dict, client, respond) -> None:
+        await slack_operations.click(runtime, "confirm", body, action, client, respond)
+
+    async def cancel_button(body: dict, action: dict, client, respond) -> None:
+        await slack_operations.click(runtime, "cancel", body, action, client, respond)
+
+    # run buttons may carry any command: the clicker's role is checked by dispatch
+    app.action(RUN_ACTIONS)(_click(runtime, run_button, durable=True))
+    app.action(ACTION_CONFIRM)(_click(runtime, confirm_button, durable=True))
+    app.action(ACTION_CANCEL)(_click(runtime, cancel_button, durable=True))
     app.action(ACTION_SHARE)(_click(runtime, share_button))
     app.action(PAGE_ACTIONS)(_click(runtime, page_button))
     return runtime

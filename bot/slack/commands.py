@@ -10,7 +10,9 @@ from __future__ import annotations
 from bot.config import Settings
 from handlers.context import Services
 
-from .runtime import SlackRuntime, actor_for, body_key, normalize_text
+from handlers.argv import READ
+
+from .runtime import SlackRuntime, body_key, command_kind, normalize_text
 
 # slash command -> the first word of the command line it stands for
 SLASH_COMMANDS = {
@@ -39,14 +41,14 @@ def _listener(runtime: SlackRuntime, verb: str):
         await ack()
         respond = runtime.responder(command.get("response_url"))
         async with runtime.job(respond):
+            line = command_line(verb, command.get("text", ""))
             key = "cmd:" + (command.get("trigger_id") or body_key(command))
-            if not runtime.first_delivery(key, request.headers):
+            # a command that changes the host is remembered in the store: never twice, even after a restart
+            if not await runtime.first_delivery(key, request.headers, durable=command_kind(line) != READ):
                 return
             channel = command.get("channel_id", "")
-            actor = actor_for(command.get("user_id", ""), command.get("user_name", ""), channel,
-                              runtime.settings)
-            await runtime.run(command_line(verb, command.get("text", "")), actor, channel=channel,
-                              respond=respond, client=client)
+            actor = await runtime.actor(command.get("user_id", ""), command.get("user_name", ""), channel)
+            await runtime.run(line, actor, channel=channel, respond=respond, client=client)
 
     on_slash_command.__name__ = f"on_{verb}_command"
     on_slash_command.__qualname__ = on_slash_command.__name__

@@ -30,10 +30,9 @@ from typing import Any, Awaitable, Callable, Optional
 from bot.config import Settings
 from bot.render import blockkit
 from handlers import preflight
-from handlers.commands import find_command
-from handlers.dispatch import command_words, is_builtin
-from handlers.errors import UsageError
+from handlers.argv import DESTRUCTIVE, READ, WRITE
 from handlers.context import Actor, Emit, Services
+from handlers.dispatch import effect_of
 from handlers.replies import Reply, Status, error_reply
 
 log = logging.getLogger("dockhand.slack")
@@ -77,29 +76,11 @@ def normalize_text(text: str) -> str:
     return _DASH_FLAG.sub(lambda m: m.group(1) + "--", text).strip()
 
 
-def actor_for(user_id: str, user_name: str, channel: str, settings: Settings) -> Actor:
-    return Actor(id=user_id, name=user_name, is_admin=user_id in settings.admins, via="slack",
-                 channel=channel)
-
-
 def command_kind(line: str) -> str:
-    """``pull``, ``read`` (safe to re-run and to share) or ``write``.
-
-    Uses the handlers' own command table (``CommandSpec.read_only``), after
-    the same leading ``/`` and ``docker`` that ``handlers.dispatch`` drops.
-    """
-    try:
-        words = command_words(line)
-    except UsageError:
-        return "write"  # dispatch answers with the usage error
-    if is_builtin(words):
-        return "read"  # help, version, "docker image"
-    spec, _ = find_command(words)
-    if spec is None:
-        return "write"  # unknown: dispatch answers with a usage error
-    if spec.path[-1] == "pull":
-        return "pull"
-    return "read" if spec.read_only else "write"
+    """``read`` (safe to re-run and to share), ``write`` (pull) or
+    ``destructive`` (rmi, prune): the effect the handlers' own command table
+    declares (``handlers.dispatch.effect_of``, the one public parse)."""
+    return effect_of(line)
 
 
 def _pull_target(line: str) -> str:
@@ -298,6 +279,19 @@ class AckGate:
             pass
 
 
+def access_denial(line: str, actor: Actor, services: Services):
+    """The access policy's answer for ``line`` (handlers.access decides; this
+    only lets a front end ask before announcing an action)."""
+    from handlers import access
+    from handlers.dispatch import parse_command
+
+    try:
+        command = parse_command(line)
+    except Exception:  # noqa: BLE001 - a usage error: dispatch answers it
+        return None
+    return access.authorise(services.access(), actor, command.effect, command.path)
+
+
 # --- the runtime ----------------------------------------------------------------
 
 def _incident() -> str:
@@ -319,6 +313,11 @@ class SlackRuntime:
         self._dispatch = dispatch
         self.seen = Deduper()
         self.gate = AckGate()
+        self.directory = None  # GroupDirectory once open() has the Web API client
+        from .operations import SWEEP_INTERVAL
+
+        self.sweep_interval = SWEEP_INTERVAL
+        self._sweeper: Optional[asyncio.Task] = None
         self._jobs: set[asyncio.Task] = set()
         self.session = None  # one aiohttp session (kept-alive connections to Slack) once open()
 
@@ -334,10 +333,26 @@ class SlackRuntime:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))
         if client is not None:
             client.session = self.session
+            from .directory import GroupDirectory
+
+            self.directory = GroupDirectory(client, self.services.access().groups)
+            self.client = client
+            from . import operations as slack_operations
+
+            if self._sweeper is None and self.services.store is not None:
+                self._sweeper = asyncio.ensure_future(slack_operations.sweep_forever(self, client))
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweeper
+            self._sweeper = None
         if self.session is not None:
             await self.session.close()
+        if self.services.store is not None:
+            with contextlib.suppress(Exception):
+                await self.services.store.close()
 
     def responder(self, response_url: str | None):
         """``respond(**message)`` for a response_url, on the shared session."""
@@ -361,13 +376,25 @@ class SlackRuntime:
     def visibility(self) -> str:
         return self.settings.reply_visibility
 
-    def first_delivery(self, key: str, headers: dict | None = None) -> bool:
-        """False for a delivery already handled (a retry, or a replayed request)."""
-        if self.seen.first(key):
+    async def first_delivery(self, key: str, headers: dict | None = None, *, durable: bool = False) -> bool:
+        """False for a delivery already handled (a retry, or a replayed request).
+
+        ``durable``: also remembered in the state store, so a delivery of a
+        command that changes the host is refused after a restart of the bot
+        too, and by every bot process sharing the store."""
+        first = self.seen.first(key)
+        if first and durable and self.services.store is not None:
+            first = await self.services.store.first_delivery(key, now=time.time(), ttl=DEDUPE_TTL)
+        if first:
             return True
         retry = (headers or {}).get("x-slack-retry-num") or ["-"]
         log.info("ignored a repeated delivery of %s (X-Slack-Retry-Num: %s)", key[:60], retry[0])
         return False
+
+    async def actor(self, user_id: str, user_name: str, channel: str) -> Actor:
+        """The person behind a payload, with the configured user groups they are in."""
+        groups = await self.directory.groups_of(user_id) if self.directory is not None else frozenset()
+        return Actor(id=user_id, name=user_name, via="slack", channel=channel, groups=groups)
 
     @contextlib.asynccontextmanager
     async def job(self, respond=None):
@@ -420,6 +447,21 @@ class SlackRuntime:
                                "whoever runs Dockhand (the details are in its log).").with_context(
                                    self.host, getattr(self.services, "engine_version", ""))
 
+    async def core(self, coro, op_id: str, actor: Actor) -> Reply:
+        """Await a handlers.operations call; a bug becomes an incident reply."""
+        from handlers.dispatch import with_context
+
+        try:
+            reply = await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            incident = _incident()
+            log.exception("internal error %s on operation %s for %s", incident, op_id[:12], actor.id)
+            reply = error_reply("docker", f"Internal error, logged as {incident}.",
+                                "Nothing more is known to have happened: check the host with /images.")
+        return await with_context(reply, self.services)
+
     async def render(self, reply: Reply, **kwargs) -> Message:
         """``blockkit.render``, off the event loop for big replies (acks stay fast)."""
         await self.gate.turn()
@@ -441,13 +483,20 @@ class SlackRuntime:
                   from_button: bool = False) -> None:
         """Run one command line and answer it (the slash command and help-button flow)."""
         kind = command_kind(line)
-        if kind == "pull" and _pull_target(line) and preflight(line) is None:
-            # announced in the channel only once the command line is known to be valid
+        if kind == WRITE and _pull_target(line) and preflight(line) is None \
+                and access_denial(line, actor, self.services) is None:
+            # announced in the channel only once the command line is known to be
+            # valid and the person may run it
             await self.run_pull(line, actor, channel=channel, respond=respond, client=client)
+            return
+        if kind == DESTRUCTIVE:
+            from . import operations as slack_operations
+
+            await slack_operations.request(self, line, actor, channel=channel, respond=respond, client=client)
             return
         reply = await self.dispatch(line, actor)
         extra = {"replace_original": False} if from_button else {}
-        share = self.visibility == "ephemeral" and kind == "read"
+        share = self.visibility == "ephemeral" and kind == READ
         await send_response(respond, await self.render(reply, command=line, share=share),
                             response_type=self.visibility, **extra)
 
@@ -492,13 +541,17 @@ class SlackRuntime:
         if not delivered and not post.via_response_url:
             # The channel message could not be updated: at least tell the requester.
             await send_response(respond, message, response_type="ephemeral")
+        if post.ts and reply.operation is not None:
+            from . import operations as slack_operations
+
+            await slack_operations.record_in_thread(self, client, post.channel, post.ts, reply)
 
     @staticmethod
     async def button_value(value: str, respond, *, read_only: bool = False) -> dict | None:
         """A button's value made by ``blockkit``, or None after telling the person why not."""
         try:
             v = blockkit.parse_value(value)
-            if not read_only or command_kind(v["c"]) == "read":
+            if not read_only or command_kind(v["c"]) == READ:
                 return v
         except ValueError:
             pass

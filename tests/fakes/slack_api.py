@@ -5,7 +5,8 @@ event loop (``await fake.start()``) or in a thread of its own
 (``fake.start_in_thread()``), and records every call it receives.
 
 * ``POST /api/<method>``: ``auth.test``, ``chat.postMessage``,
-  ``chat.update``, ``chat.postEphemeral``, ``apps.connections.open``; any
+  ``chat.update``, ``chat.postEphemeral``, ``apps.connections.open``,
+  ``usergroups.users.list`` (members from ``fake.usergroups``); any
   other method answers ``unknown_method``. Tokens are checked (bot token for
   the Web API, app token for ``apps.connections.open``).
 * ``POST /response/<id>``: response_urls (``fake.response_url()`` makes one);
@@ -47,6 +48,7 @@ class Call:
     body: dict
     headers: dict = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)
+    response: dict = field(default_factory=dict)  # what the fake answered (Web API calls)
 
     @property
     def text(self) -> str:
@@ -126,6 +128,14 @@ def message_problems(body: dict) -> list[str]:
                     problems.append(f"invalid_blocks: button value length {_ulen(el.get('value', ''))}")
                 if len(el.get("action_id", "")) > 255:
                     problems.append("invalid_blocks: action_id too long")
+                dialog = el.get("confirm")
+                if dialog is not None:
+                    for key, limit in (("title", 100), ("text", 300), ("confirm", 30), ("deny", 30)):
+                        t = (dialog.get(key) or {}).get("text", "")
+                        if not t or _ulen(t) > limit:
+                            problems.append(f"invalid_blocks: confirm dialog {key} length {_ulen(t)} (1-{limit})")
+                    if dialog.get("style") not in (None, "primary", "danger"):
+                        problems.append("invalid_blocks: confirm dialog style")
         elif kind not in ("divider", "header", "image", "rich_text"):
             problems.append(f"invalid_blocks: unknown block type {kind!r}")
         total += sum(_ulen(t) for t in _texts(b))
@@ -146,6 +156,7 @@ class FakeSlack:
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> latest body
         self.fail_post: dict[str, str] = {}  # channel -> error chat.postMessage answers
         self.api_delay = 0.0  # seconds every Web API call waits (a slow Slack)
+        self.usergroups: dict[str, list[str]] = {}  # usergroups.users.list: group ID -> user IDs
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._responses: dict[str, int] = {}
@@ -276,10 +287,12 @@ class FakeSlack:
         body = await self._read_body(request)
         headers = dict(request.headers)
         token = headers.get("Authorization", "").removeprefix("Bearer ").strip() or body.get("token", "")
-        self._record(Call("api", method, body, headers))
+        call = Call("api", method, body, headers)
+        self._record(call)
         if self.api_delay:
             await asyncio.sleep(self.api_delay)
-        return web.json_response(self._answer(method, body, token))
+        call.response = self._answer(method, body, token)
+        return web.json_response(call.response)
 
     def _answer(self, method: str, body: dict, token: str) -> dict:
         if method == "apps.connections.open":
@@ -292,6 +305,11 @@ class FakeSlack:
             return {"ok": True, "url": "https://dockhand-test.slack.com/", "team": "Dockhand Test",
                     "user": "dockhand", "team_id": self.team_id, "user_id": self.bot_user_id,
                     "bot_id": "BDOCKHAND", "is_enterprise_install": False}
+        if method == "usergroups.users.list":
+            group = body.get("usergroup", "")
+            if group not in self.usergroups:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": list(self.usergroups[group])}
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
             channel = body.get("channel", "")
             if not channel:

@@ -145,11 +145,14 @@ async def slack_app(fake_slack):
 
 
 @pytest.fixture
-def engine_services(stack):
-    """Factory of Services on the private engine (search index: the fake one)."""
+def engine_services(stack, tmp_path):
+    """Factory of Services on the private engine (search index: the fake one),
+    with a state directory (store, audit log) of the test's own by default;
+    settings such as ``admins=frozenset({...})`` set the access policy."""
     from bot.wiring import build_services
 
     def make(**overrides):
+        overrides.setdefault("state_dir", str(tmp_path / "state"))
         settings = replace(Settings(docker_host=stack.docker_host, search_index=stack.index), **overrides)
         return build_services(settings)
 

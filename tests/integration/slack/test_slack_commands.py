@@ -84,17 +84,6 @@ async def test_in_channel_visibility_has_no_share_button(slack_app, engine_servi
     assert not buttons(reply.body)
 
 
-async def test_rmi_is_rendered_as_not_enabled_and_removes_nothing(slack_app, engine_services, make_image,
-                                                                  docker_client):
-    img = make_image()
-    h = await slack_app(engine_services())
-    reply = await h.reply(await h.command("/rmi", img.ref))
-    assert_clean(reply.body)
-    assert "not enabled" in reply.text
-    assert not [b for b in buttons(reply.body) if b["action_id"] == "dockhand.share"]
-    docker_client.images.get(img.ref)  # still there
-
-
 async def test_usage_error_is_a_clear_message_with_a_hint(slack_app, engine_services):
     h = await slack_app(engine_services())
     reply = await h.reply(await h.command("/images", "--bogus"))

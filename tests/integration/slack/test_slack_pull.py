@@ -46,7 +46,7 @@ def updates_of(fake, post):
 async def test_pull_posts_in_the_channel_then_updates_it(slack_app, engine_services, fake_slack, remote_image,
                                                          docker_client, stack, command, prefix):
     img = remote_image()
-    h = await slack_app(engine_services())
+    h = await slack_app(engine_services(operators=frozenset({"UALICE"})))
     sent = await h.command(command, prefix + img.ref)
     assert sent.status == 200 and sent.body == "" and sent.elapsed < 1.0
     post = (await fake_slack.wait_for("api", "chat.postMessage"))[0]
@@ -64,7 +64,7 @@ async def test_pull_posts_in_the_channel_then_updates_it(slack_app, engine_servi
 
 async def test_pull_progress_updates_are_throttled(slack_app, engine_services, fake_slack, remote_image):
     img = remote_image(size=40_000_000)
-    h = await slack_app(engine_services())
+    h = await slack_app(engine_services(operators=frozenset({"UALICE"})))
     await h.command("/pull", img.ref)
     await fake_slack.wait_for("api", "chat.update", where=lambda c: "pulled" in c.text, timeout=120)
     updates = fake_slack.api_calls("chat.update")
@@ -78,7 +78,7 @@ async def test_pull_progress_updates_are_throttled(slack_app, engine_services, f
 async def test_replayed_or_retried_pull_runs_once(slack_app, engine_services, fake_slack, remote_image):
     img = remote_image()
     spy = PullSpy()
-    h = await slack_app(engine_services(), dispatch=spy)
+    h = await slack_app(engine_services(operators=frozenset({"UALICE"})), dispatch=spy)
     sent = await h.command("/pull", img.ref)
     replays = await asyncio.gather(h.replay(sent), h.replay(sent, extra_headers={"X-Slack-Retry-Num": "1"}))
     assert all(r.status == 200 for r in replays)
@@ -86,12 +86,15 @@ async def test_replayed_or_retried_pull_runs_once(slack_app, engine_services, fa
     await h.replay(sent)  # and after it finished
     await asyncio.sleep(0.5)
     assert spy.runs == 1
-    assert len(fake_slack.api_calls("chat.postMessage")) == 1
+    announced = [c for c in fake_slack.api_calls("chat.postMessage") if not c.body.get("thread_ts")]
+    assert len(announced) == 1
+    record = [c for c in fake_slack.api_calls("chat.postMessage") if c.body.get("thread_ts")]
+    assert len(record) == 1 and "digest `sha256:" in record[0].text and "asked by <@UALICE>" in record[0].text
 
 
 async def test_failed_pull_says_why_in_the_channel(slack_app, engine_services, fake_slack, stack):
     ref = f"{stack.registry}/dockhand-test/missing-{uuid.uuid4().hex[:8]}:nope"
-    h = await slack_app(engine_services())
+    h = await slack_app(engine_services(operators=frozenset({"UALICE"})))
     await h.command("/pull", ref)
     final = await fake_slack.wait_for("api", "chat.update", where=lambda c: "could not pull" in c.text,
                                       timeout=60)
@@ -103,7 +106,7 @@ async def test_failed_pull_says_why_in_the_channel(slack_app, engine_services, f
 
 
 async def test_pull_without_an_image_is_a_private_usage_error(slack_app, engine_services, fake_slack):
-    h = await slack_app(engine_services())
+    h = await slack_app(engine_services(operators=frozenset({"UALICE"})))
     reply = await h.reply(await h.command("/pull", ""))
     assert reply.body["response_type"] == "ephemeral"
     assert "requires exactly 1 argument" in reply.text
@@ -114,7 +117,7 @@ async def test_pull_without_an_image_is_a_private_usage_error(slack_app, engine_
                                          ("-z x", "unknown shorthand flag"), ("a b", "requires exactly 1 argument")])
 async def test_invalid_pull_is_refused_privately_before_any_announcement(slack_app, engine_services, fake_slack,
                                                                           text, needle):
-    h = await slack_app(engine_services())
+    h = await slack_app(engine_services(operators=frozenset({"UALICE"})))
     reply = await h.reply(await h.command("/pull", text))
     assert reply.body["response_type"] == "ephemeral" and needle in reply.text
     assert not fake_slack.api_calls("chat.postMessage")
@@ -124,7 +127,7 @@ async def test_pull_where_the_bot_cannot_post_uses_the_response_url(slack_app, e
                                                                      remote_image):
     fake_slack.fail_post["GPRIVATE"] = "not_in_channel"
     img = remote_image()
-    h = await slack_app(engine_services())
+    h = await slack_app(engine_services(operators=frozenset({"UALICE"})))
     sent = await h.command("/pull", img.ref, channel_id="GPRIVATE")
     first = await h.reply(sent)
     assert first.body["response_type"] == "in_channel" and "is pulling" in first.text

@@ -80,8 +80,10 @@ def test_command_line_from_slash_text(verb, text, line):
     ("images -a", "read"), ("docker images", "read"), ("docker image ls", "read"), ("/images", "read"),
     ("docker", "read"), ("docker help", "read"), ("search ubuntu", "read"), ("docker version", "read"),
     ("docker info", "read"), ("docker --help", "read"),
-    ("pull busybox", "pull"), ("docker pull x", "pull"), ("docker image pull x", "pull"),
-    ("rmi x", "write"), ("docker image rm x", "write"), ("docker image prune", "write"), ("frobnicate", "write"),
+    ("pull busybox", "write"), ("docker pull x", "write"), ("docker image pull x", "write"),
+    ("rmi x", "destructive"), ("docker image rm x", "destructive"), ("docker image prune", "destructive"),
+    ("rmi -f $(docker images -q)", "destructive"),
+    ("frobnicate", "read"), ("rmi $(rm -rf /)", "read"),  # usage errors: their answer changes nothing
 ])
 def test_command_kind(line, kind):
     assert command_kind(line) == kind
