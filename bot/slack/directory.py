@@ -46,7 +46,9 @@ class GroupDirectory:
                 resp = await self.client.usergroups_users_list(usergroup=group)
                 members = frozenset(str(u) for u in resp.get("users") or ())
             except Exception as exc:  # noqa: BLE001 - Slack down or scope missing: grant nothing
-                error = getattr(getattr(exc, "response", None), "get", lambda *_: None)("error") or type(exc).__name__
+                from .runtime import _slack_error
+
+                error = _slack_error(exc)
                 log.warning("cannot list the members of user group %s (%s): its role grants nothing for now",
                             group, error)
                 members = cached[1] if cached is not None else frozenset()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -88,8 +89,9 @@ def header(op: Operation) -> str:
 def record_text(op: Operation, reply: Reply | None = None) -> str:
     """The final record, for the thread and the audit channel."""
     result = op.result or {}
+    where = f" in <#{op.channel}>" if re.fullmatch(r"[CGD][A-Z0-9]{2,30}", op.channel or "") else ""
     lines = [f"*Record* of operation `{op.id[:12]}`",
-             f"• asked by {blockkit.mention(op.requester)} via {blockkit.escape(op.via)}",
+             f"• asked by {blockkit.mention(op.requester)} via {blockkit.escape(op.via)}{where}",
              f"• command {blockkit.code(blockkit.shown_command(op.command), 500)} on {blockkit.code(op.host)}",
              f"• state *{blockkit.escape(op.state)}*"]
     if op.decided_by:
@@ -108,6 +110,8 @@ def record_text(op: Operation, reply: Reply | None = None) -> str:
         lines.append(f"• errors {blockkit.code('; '.join(str(e[-1]) for e in result['errors']), 900)}")
     if result.get("error"):
         lines.append(f"• error {blockkit.code(str(result['error']), 900)}")
+    if result.get("reason"):
+        lines.append(f"• reason {blockkit.code(str(result['reason']), 300)}")
     if result.get("result"):
         lines.append(f"• result {blockkit.code(str(result['result']), 300)}")
     if "duration" in result:
@@ -170,11 +174,14 @@ async def request(runtime: "SlackRuntime", line: str, actor: Actor, *, channel: 
     op = reply.operation
     if reply.confirmation is None:
         if op is not None and op.state == "denied":
-            # the refusal is on the record in the channel; its detail (which
-            # setting grants the role) goes to the person
+            # the refusal is on the record in the channel (unless the channel
+            # itself is not one Dockhand works in) and in the audit channel;
+            # its detail (which setting grants the role) goes to the person
             denied = Reply(op.command, (), status=reply.status, summary=reply.summary, host=reply.host)
-            await ChannelPost(client, channel, respond).post(
-                await runtime.render(denied, command=op.command, header=header(op), interactive=False))
+            if (op.result or {}).get("reason") != "channel not allowed":
+                await ChannelPost(client, channel, respond).post(
+                    await runtime.render(denied, command=op.command, header=header(op), interactive=False))
+            await record_in_thread(runtime, client, "", "", reply)
         await send_response(respond, await runtime.render(reply, command=line), response_type="ephemeral")
         return
     await _publish(runtime, reply, channel=channel, respond=respond, client=client)

@@ -172,6 +172,7 @@ class FakeSlack:
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # Slack takes GET too (slack_sdk uses it for some methods)
         app.router.add_post("/response/{rid}", self._response)
         app.router.add_get("/socket", self._socket)
         return app
@@ -271,6 +272,8 @@ class FakeSlack:
 
     @staticmethod
     async def _read_body(request: web.Request) -> dict:
+        if request.method == "GET":
+            return dict(request.query)
         raw = await request.read()
         ctype = request.headers.get("Content-Type", "")
         if "json" in ctype:

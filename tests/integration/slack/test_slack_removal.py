@@ -261,3 +261,42 @@ async def test_a_pending_confirmation_survives_a_restart_and_a_replayed_pull_doe
     assert not exists(stack, img.ref)
     assert verify(second.services.audit.path).ok
 
+
+
+async def test_roles_granted_to_a_user_group_channels_and_the_audit_channel(slack_app, engine_services, make_image,
+                                                                           stack):
+    img = make_image()
+    services = engine_services(admins=frozenset({"SOPS"}), channels=frozenset({"CDOCKHAND"}))
+    h = await slack_app(services, audit_channel="CAUDIT")
+    h.fake.usergroups["SOPS"] = ["UDAVE"]
+    # outside the allowed channels: refused privately, nothing posted there
+    elsewhere = await h.command("/rmi", img.ref, user_id="UDAVE", channel_id="COTHER")
+    assert "does not take commands in this channel" in (await h.reply(elsewhere)).text
+    assert not [c for c in h.fake.api_calls("chat.postMessage") if c.body.get("channel") == "COTHER"]
+    assert "channel not allowed" in (await h.fake.wait_for(
+        "api", "chat.postMessage", where=lambda c: c.body.get("channel") == "CAUDIT"))[0].text
+    _, post = await plan_message(h, img.ref, user="UDAVE")  # a member of the admin group
+    assert post.body["channel"] == "CDOCKHAND"
+    assert h.fake.api_calls("usergroups.users.list")[0].body["usergroup"] == "SOPS"
+    await click(h, post, "dockhand.confirm", "UDAVE")
+    await final_state(h, post, "done")
+    copy = await h.fake.wait_for("api", "chat.postMessage", where=lambda c: c.body.get("channel") == "CAUDIT",
+                                 count=2)
+    assert "asked by <@UDAVE>" in copy[1].text and img.id[7:19] in copy[1].text
+    # a group that Slack cannot list grants nothing
+    h.fake.usergroups.clear()
+    h.runtime.directory._members.clear()
+    viewer = await h.command("/rmi", img.ref, user_id="UERIN")
+    assert "needs the admin role" in (await h.reply(viewer)).text
+
+
+async def test_docker_audit_shows_the_last_records(slack_app, engine_services, make_image, stack):
+    img = make_image()
+    services = engine_services(admins=frozenset({ADMIN}))
+    h = await slack_app(services)
+    _, post = await plan_message(h, img.ref)
+    await click(h, post, "dockhand.cancel", ADMIN)
+    await final_state(h, post, "cancelled")
+    shown = await h.reply(await h.command("/docker", "audit 5"))
+    assert "SEQ" in shown.text and "requested" in shown.text and "cancelled" in shown.text
+    assert "alice" in shown.text
