@@ -36,6 +36,7 @@ import json
 import re
 import socket
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence, TypeVar
 
@@ -489,6 +490,66 @@ class _PullStream:
 
 
 # --------------------------------------------------------------------------
+# batched removals
+
+
+def _unix_socket_path(host: str) -> str | None:
+    for prefix in ("unix://", "http+unix://"):
+        if host.startswith(prefix):
+            return host[len(prefix):] or None
+    return None
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def _api_error(status: int, reason: str, body: bytes) -> Exception:
+    """The docker-py exception for an error answer, so map_error words it as usual."""
+    response = requests.models.Response()
+    response.status_code, response.reason, response._content = status, reason, body
+    try:
+        docker.errors.create_api_error_from_http_exception(requests.exceptions.HTTPError(response=response))
+    except docker.errors.APIError as exc:
+        return exc
+    return docker.errors.APIError(f"{status} {reason}", response)  # pragma: no cover - it always raises
+
+
+def _remove_over_one_connection(path: str, version: str, calls: list[tuple[str, bool, bool]], host: str,
+                                timeout: float) -> list[RemoveResult | EngineError]:
+    conn = _UnixConnection(path, timeout)
+    out: list[RemoveResult | EngineError] = []
+    try:
+        for i, (ref, force, noprune) in enumerate(calls):
+            url = (f"/v{version}/images/{urllib.parse.quote(ref, safe='/:')}"
+                   f"?force={int(bool(force))}&noprune={int(bool(noprune))}")
+            try:
+                conn.request("DELETE", url)
+                response = conn.getresponse()
+                body = response.read()
+            except Exception as exc:  # noqa: BLE001 - the engine went away: this call and the rest fail
+                error = map_error(exc, host=host, operation=OP_REMOVE, timeout=timeout, ref=ref)
+                out.extend([error] * (len(calls) - i))
+                break
+            if response.status == 200:
+                out.append(RemoveResult(*_untagged_deleted(json.loads(body or b"[]"))))
+            else:
+                out.append(map_error(_api_error(response.status, response.reason, body), host=host,
+                                     operation=OP_REMOVE, timeout=timeout, ref=ref))
+    finally:
+        conn.close()
+    return out
+
+
+# --------------------------------------------------------------------------
 # the engine
 
 
@@ -730,6 +791,30 @@ class DockerEngine:
                               ref=ref)
         untagged, deleted = _untagged_deleted(raw)
         return RemoveResult(untagged=untagged, deleted=deleted)
+
+    async def remove_many(self, calls: Sequence[tuple[str, bool, bool]]) -> list[RemoveResult | EngineError]:
+        """Several removals in order, in ONE worker job.
+
+        On a unix socket they go over one kept-alive connection with the
+        standard library's HTTP client: docker-py keeps a connection pool per
+        URL there, so each ``DELETE /images/<ref>`` would open a connection of
+        its own, and its requests layer costs about a millisecond of CPU a
+        call (bench/removal.py). Errors are mapped exactly as docker-py's."""
+        calls = list(calls)
+
+        def work(api: docker.APIClient) -> list[RemoveResult | EngineError]:
+            path = _unix_socket_path(self._host)
+            if path is not None:
+                return _remove_over_one_connection(path, api.api_version, calls, self._host, self._timeout)
+            out: list[RemoveResult | EngineError] = []
+            for ref, force, noprune in calls:
+                try:
+                    out.append(RemoveResult(*_untagged_deleted(api.remove_image(ref, force=force, noprune=noprune))))
+                except Exception as exc:  # noqa: BLE001 - one outcome per call
+                    out.append(map_error(exc, host=self._host, operation=OP_REMOVE, timeout=self._timeout, ref=ref))
+            return out
+
+        return await self._run(OP_REMOVE, work)
 
     async def prune_images(self, *, all: bool = False, filters: Filters | None = None) -> PruneResult:
         merged: dict[str, Sequence[str]] = dict(filters or {})

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .argv import DESTRUCTIVE, READ, WRITE
 from .context import Actor
@@ -112,8 +111,10 @@ def authorise(policy: Policy, actor: Actor, effect: str, command_path: str) -> D
 
 def may_confirm(policy: Policy, actor: Actor, op: Operation) -> Denial | None:
     """May ``actor`` confirm ``op``? The role again, then the two-person rule."""
-    denial = authorise(policy, actor, DESTRUCTIVE if op.kind in ("rmi", "prune") else WRITE,
-                       op.command.split(" -", 1)[0])
+    path = "docker image prune" if op.kind == "prune" else f"docker {op.kind}"
+    denial = authorise(policy, actor, DESTRUCTIVE if op.kind in ("rmi", "prune") else WRITE, path)
+    if denial is not None and denial.reason == "channel not allowed":
+        return denial
     if op.needs_approver:
         if actor.id == op.requester:
             return Denial("You asked for this removal, so someone else must confirm it (two-person rule).",
@@ -127,7 +128,7 @@ def may_confirm(policy: Policy, actor: Actor, op: Operation) -> Denial | None:
         return denial
     if actor.id != op.requester:
         return Denial("Only the person who asked for this removal may confirm it.",
-                      f"Ask <{op.requester_name or op.requester}> to confirm, or run the command yourself.",
+                      f"Ask {op.requester_name or op.requester} to confirm, or run the command yourself.",
                       "not the requester")
     return None
 
@@ -156,6 +157,3 @@ def parse_grants(raw: str) -> tuple[frozenset[str], list[str]]:
 def _looks_like_slack_id(text: str) -> bool:
     return len(text) >= 2 and text[0] in "UWS" and text[1:].isalnum() and text.upper() == text
 
-
-def members(ids: Iterable[str]) -> frozenset[str]:
-    return frozenset(ids)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable, Optional
 
-from .ports import AuditEvent, AuditSink, Engine, Operation, OperationStore
+from .ports import AuditSink, Engine, OperationStore
 from .replies import Reply
 
 if TYPE_CHECKING:

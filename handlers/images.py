@@ -12,7 +12,7 @@ from .argv import DESTRUCTIVE, CommandSpec, Flag
 from .base import Call, bool_filter, parse_filters
 from .errors import UsageError
 from .ports import ImageSummary
-from .replies import Notice, Preformatted, Status, Table
+from .replies import Table
 from .units import created_since, human_size, truncate_id
 
 LIST_FILTERS = {

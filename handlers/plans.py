@@ -20,6 +20,7 @@ Engine port, a constant number of calls whatever the number of arguments).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -81,10 +82,9 @@ def _full(ref: str) -> refs.Reference | None:
 class Model:
     """The daemon's image and container state, mutable by the simulation."""
 
-    def __init__(self, images: Iterable[Image], containers: Iterable[Container], layers_size: int = 0):
+    def __init__(self, images: Iterable[Image], containers: Iterable[Container]):
         self.images: dict[str, Image] = {img.id: img for img in images}
         self.containers: list[Container] = list(containers)
-        self.layers_size = layers_size  # bytes of all image layers when the model was read
 
     @classmethod
     def from_engine_data(cls, images: Iterable[ImageSummary], containers: Iterable[ContainerRef],
@@ -565,12 +565,14 @@ def plan_prune(model: Model, *, all: bool, until: float | None, label_match, com
 async def read_model(engine: Engine) -> Model:
     """The engine's state in a constant number of calls: every image (with
     intermediate ones), every container, and the unique sizes."""
-    images = await engine.list_images(all=True)
-    containers = await engine.list_containers()
-    try:
-        usage = await engine.disk_usage()
-    except DockhandError:
+    images, containers, usage = await asyncio.gather(engine.list_images(all=True), engine.list_containers(),
+                                                     engine.disk_usage(), return_exceptions=True)
+    for got in (images, containers):
+        if isinstance(got, BaseException):
+            raise got
+    if isinstance(usage, DockhandError):
         usage = None  # sizes are shown, never decided on: the plan stands without them
+    elif isinstance(usage, BaseException):
+        raise usage
     model = Model.from_engine_data(images, containers, usage.unique if usage else {})
-    model.layers_size = usage.layers_size if usage else 0
     return model

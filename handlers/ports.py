@@ -92,6 +92,13 @@ class Engine(Protocol):
 
     async def remove_image(self, ref: str, *, force: bool = False, noprune: bool = False) -> RemoveResult: ...
 
+    async def remove_many(self, calls: Sequence[tuple[str, bool, bool]]) -> "list[RemoveResult | Exception]":
+        """``remove_image(ref, force=, noprune=)`` for each call, in order, as
+        one batch (what a confirmed plan runs). Each outcome is the call's
+        RemoveResult or its typed EngineError; a failed call does not stop
+        the next ones, as ``docker rmi A B C`` goes on."""
+        ...
+
     async def prune_images(self, *, all: bool = False, filters: Filters | None = None) -> PruneResult: ...
 
     async def search(self, term: str, *, limit: int = 25, filters: Filters | None = None) -> list[SearchResult]: ...

@@ -86,7 +86,21 @@ def header(op: Operation) -> str:
     return f"{icon} {what} on {where}: {blockkit.escape(op.state)}"
 
 
-def record_text(op: Operation, reply: Reply | None = None) -> str:
+# what an operation's result may hold, as the record shows it: (key, label, text, limit)
+_RECORD_FIELDS = (
+    ("reference", "reference", str, 200),
+    ("digest", "digest", str, 200),
+    ("image_id", "image ID", str, 200),
+    ("untagged", "untagged", lambda refs: ", ".join(map(str, refs)), 900),
+    ("deleted", "deleted", lambda ids: ", ".join(str(i)[7:19] for i in ids), 900),
+    ("errors", "errors", lambda errors: "; ".join(str(e[-1]) for e in errors), 900),
+    ("error", "error", str, 900),
+    ("reason", "reason", str, 300),
+    ("result", "result", str, 300),
+)
+
+
+def record_text(op: Operation) -> str:
     """The final record, for the thread and the audit channel."""
     result = op.result or {}
     where = f" in <#{op.channel}>" if re.fullmatch(r"[CGD][A-Z0-9]{2,30}", op.channel or "") else ""
@@ -97,23 +111,11 @@ def record_text(op: Operation, reply: Reply | None = None) -> str:
     if op.decided_by:
         verb = "cancelled" if op.state == "cancelled" else "confirmed"
         lines.append(f"• {verb} by {blockkit.mention(op.decided_by)}")
-    for key, label in (("reference", "reference"), ("digest", "digest"), ("image_id", "image ID")):
+    for key, label, shown, limit in _RECORD_FIELDS:
         if result.get(key):
-            lines.append(f"• {label} {blockkit.code(str(result[key]))}")
-    if result.get("untagged"):
-        lines.append(f"• untagged {blockkit.code(', '.join(map(str, result['untagged'])), 900)}")
-    if result.get("deleted"):
-        lines.append(f"• deleted {blockkit.code(', '.join(str(d)[7:19] for d in result['deleted']), 900)}")
+            lines.append(f"• {label} {blockkit.code(shown(result[key]), limit)}")
     if "freed" in result:
         lines.append(f"• freed {human_size(int(result.get('freed') or 0))}")
-    if result.get("errors"):
-        lines.append(f"• errors {blockkit.code('; '.join(str(e[-1]) for e in result['errors']), 900)}")
-    if result.get("error"):
-        lines.append(f"• error {blockkit.code(str(result['error']), 900)}")
-    if result.get("reason"):
-        lines.append(f"• reason {blockkit.code(str(result['reason']), 300)}")
-    if result.get("result"):
-        lines.append(f"• result {blockkit.code(str(result['result']), 300)}")
     if "duration" in result:
         lines.append(f"• duration {float(result['duration']):.1f}s")
     return "\n".join(lines)
@@ -137,7 +139,7 @@ async def record_in_thread(runtime: "SlackRuntime", client, channel: str, ts: st
     op = reply.operation
     if op is None:
         return
-    text = record_text(op, reply)
+    text = record_text(op)
     if channel and ts:
         await _post(client, channel, text, thread_ts=ts)
     audit_channel = runtime.settings.audit_channel

@@ -1036,3 +1036,40 @@ async def test_close_stops_running_pulls(stack, fake_registry):
         await it.__anext__()
     with pytest.raises(E.EngineError, match="closed"):
         await e.info()
+
+
+# remove_many: a plan's steps in one batch, errors worded as remove_image words them
+
+
+async def test_remove_many_gives_one_outcome_per_call_worded_like_remove_image(engine, stack, make_image):
+    from handlers.errors import Conflict, ImageNotFound
+    from handlers.ports import RemoveResult
+
+    gone, used, kept = make_image(extra_tags=["2"]), make_image(), make_image()
+    make_image.container(used)
+    missing = f"{stack.registry}/dockhand-test/nothere-{uniq()}:1"
+    outcomes = await engine.remove_many([(gone.ref, False, False), (f"{gone.repo}:2", False, False),
+                                         (used.ref, False, False), (missing, False, False), (kept.id, True, False)])
+    assert isinstance(outcomes[0], RemoveResult) and outcomes[0].untagged and not outcomes[0].deleted
+    assert gone.id in outcomes[1].deleted
+    assert isinstance(outcomes[2], Conflict) and "must force" in outcomes[2].message
+    assert isinstance(outcomes[3], ImageNotFound)
+    assert kept.id in outcomes[4].deleted and not image_exists(stack, kept.id)
+    # the same errors, one call at a time
+    with pytest.raises(Conflict) as one:
+        await engine.remove_image(used.ref)
+    assert one.value.message == outcomes[2].message
+    with pytest.raises(ImageNotFound) as two:
+        await engine.remove_image(missing)
+    assert two.value.message == outcomes[3].message
+
+
+async def test_remove_many_with_the_engine_gone_fails_every_remaining_call(tmp_path):
+    from handlers.errors import EngineUnreachable
+
+    e = DockerEngine(f"unix://{tmp_path}/nothing.sock", timeout=5)
+    try:
+        with pytest.raises(EngineUnreachable):
+            await e.remove_many([("a:1", False, False), ("b:1", False, False)])
+    finally:
+        await e.close()

@@ -101,6 +101,15 @@ class FakeEngine:
                        for img in self.images if img.id in kept]
         return RemoveResult(untagged=tuple(rec.untagged), deleted=tuple(rec.deleted))
 
+    async def remove_many(self, calls):
+        out = []
+        for ref, force, noprune in calls:
+            try:
+                out.append(await self.remove_image(ref, force=force, noprune=noprune))
+            except (Conflict, ImageNotFound) as exc:
+                out.append(exc)
+        return out
+
     async def prune_images(self, *, all=False, filters=None):  # pragma: no cover
         raise AssertionError("Dockhand removes the planned images one by one; it never asks the engine to prune")
 

@@ -11,8 +11,8 @@ from handlers import dispatch
 from handlers.context import Actor, Services
 from handlers.errors import EngineUnreachable
 from handlers.images import image_rows
-from handlers.replies import ErrorPart, Status, Table
-from tests.unit.fake_engine import FakeEngine, container, image, result
+from handlers.replies import ErrorPart, Status
+from tests.unit.fake_engine import FakeEngine, image, result
 
 NOW = time.time()
 ME = Actor("u1", "me", via="shell")  # the shell's user is an admin

@@ -120,13 +120,13 @@ async def test_twenty_concurrent_confirms_remove_once(slack_app, engine_services
     img = make_image()
     services = engine_services(admins=frozenset({ADMIN}))
     calls = []
-    real_remove = services.engine.remove_image
+    real_remove = services.engine.remove_many
 
-    async def counting_remove(ref, **kw):
-        calls.append(ref)
-        return await real_remove(ref, **kw)
+    async def counting_remove(batch):
+        calls.extend(batch)
+        return await real_remove(batch)
 
-    services.engine.remove_image = counting_remove
+    services.engine.remove_many = counting_remove
     h = await slack_app(services)
     _, post = await plan_message(h, img.ref)
     clicks = await asyncio.gather(*(click(h, post, "dockhand.confirm", ADMIN) for _ in range(20)))

@@ -130,7 +130,7 @@ def test_manifest_declares_what_the_app_handles():
     urls = re.findall(r"^\s+(?:url|request_url): (\S+)$", text, re.M)
     assert len(urls) == len(SLASH_COMMANDS) + 1 and all(u.endswith("/slack/events") for u in urls)
     scopes = re.search(r"bot:\n((?:[ \t]+(?:#.*|- .*)\n)+)", text).group(1)
-    assert re.findall(r"^\s+- ([\w:.]+)", scopes, re.M) == ["commands", "chat:write"]
+    assert re.findall(r"^\s+- ([\w:.]+)", scopes, re.M) == ["commands", "chat:write", "usergroups:read"]
     assert re.search(r"interactivity:\n\s+is_enabled: true", text)
     assert re.search(r"^\s+socket_mode_enabled: (true|false)$", text, re.M)
     assert all(re.search(rf"command: {re.escape(c)}\n(?:\s+\w+: .*\n)*?\s+usage_hint: \S", text)
