@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import socket
 
 import bot
 from bot.config import Settings
@@ -17,6 +19,36 @@ def client_info() -> dict:
             "os_arch": f"{platform.system().lower()}/{platform.machine()}"}
 
 
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc), "" when unknown:
+    with the pid it names one process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def runner_id() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def runner_alive(runner: str) -> bool:
+    """Is the process that ``runner`` names still running? Only this host's
+    processes can be checked; one on another host is taken as alive (its own
+    restart recovers it)."""
+    host, _, rest = runner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    return bool(started) and _start_time(pid) == started
+
+
 def build_services(settings: Settings) -> Services:
     """The engine adapter, the state store (SQLite) and the audit log
     (hash-chained JSON Lines) in the state directory, and the access policy."""
@@ -29,7 +61,7 @@ def build_services(settings: Settings) -> Services:
     return Services(engine=engine, host_label=settings.host_label, search_index=settings.search_index,
                     client_info=client_info(), store=SqliteStore.open(state),
                     audit=AuditLog(settings.audit_log_path), policy=settings.policy(),
-                    confirm_ttl=settings.confirm_ttl)
+                    confirm_ttl=settings.confirm_ttl, runner=runner_id(), runner_alive=runner_alive)
 
 
 async def close_services(services: Services) -> None:

@@ -42,6 +42,11 @@ class Services:
     policy: "Policy | None" = None  # roles, approvers, channels (None: the default policy)
     confirm_ttl: float = DEFAULT_CONFIRM_TTL
     clock: Callable[[], float] = time.time  # injectable, for expiry tests
+    # who runs operations here ("host:pid:start"), and whether such a runner is
+    # still alive: lets a restarted bot tell its own cut-short operations from
+    # those of another process sharing the store (bot/wiring.py knows how)
+    runner: str = ""
+    runner_alive: Callable[[str], bool] = lambda runner: False
 
     @property
     def label(self) -> str:

@@ -206,7 +206,8 @@ async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = Non
         return Reply(op.command, (ErrorPart("This confirmation expired: nothing was removed.",
                                             "Run the command again for a fresh plan."),),
                      status=Status.FAILED, summary="expired", operation=expired)
-    claimed = await store.transition(op.id, ["pending"], "running", now=now, by=actor.id, by_name=actor.name)
+    claimed = await store.transition(op.id, ["pending"], "running", now=now, by=actor.id, by_name=actor.name,
+                                     result={"runner": services.runner})
     if claimed is None:  # someone else's click got there first
         return _state_reply(await store.get(op.id), services)
     await audit(services, "confirmed", claimed, actor)
@@ -245,6 +246,7 @@ async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = Non
     reply = Reply(op.command, tuple(parts), status=Status.OK if status == "done" else Status.FAILED,
                   summary=f"removed {len(outcome['deleted_images'])} image(s), {human_size(freed)} freed")
     return await _finish(claimed, actor, services, status, started, reply,
+                         resolved=[[i.arg, i.image_id] for i in plan.items if i.image_id],
                          untagged=outcome["untagged"], deleted=outcome["deleted_images"], freed=freed,
                          errors=[list(e) for e in outcome["errors"]], unplanned=outcome["unplanned"])
 
@@ -323,12 +325,17 @@ async def expire_due(services: Services) -> list[Operation]:
 
 
 async def recover(services: Services) -> list[Operation]:
-    """At start-up: operations a previous run left running were cut short.
-    They are marked interrupted (never run again) and audited."""
+    """At start-up: operations whose process is gone were cut short. They are
+    marked interrupted (never run again) and audited. An operation another
+    live process is running (several bots or a shell sharing one store) is
+    left alone: ``services.runner_alive`` tells."""
     if services.store is None:
         return []
     out = []
     for op in await services.store.in_state("running"):
+        runner = str((op.result or {}).get("runner") or "")
+        if runner and services.runner_alive(runner):
+            continue
         done = await services.store.transition(op.id, ["running"], "interrupted", now=services.clock(),
                                                result={"reason": "Dockhand stopped while it ran"})
         if done is not None:
@@ -347,7 +354,7 @@ async def run_write(call: Call) -> Reply:
     services = call.services
     if services.store is None or services.audit is None:
         return await call.parsed.spec.run(call)
-    op = _operation(call, _kind(call), state="running")
+    op = _operation(call, _kind(call), state="running", result={"runner": services.runner})
     await services.store.add(op)
     await audit(services, "requested", op, call.actor)
     await audit(services, "running", op, call.actor)

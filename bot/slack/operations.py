@@ -91,6 +91,7 @@ _RECORD_FIELDS = (
     ("reference", "reference", str, 200),
     ("digest", "digest", str, 200),
     ("image_id", "image ID", str, 200),
+    ("resolved", "resolved", lambda pairs: ", ".join(f"{a} → {str(i)[7:19]}" for a, i in pairs), 900),
     ("untagged", "untagged", lambda refs: ", ".join(map(str, refs)), 900),
     ("deleted", "deleted", lambda ids: ", ".join(str(i)[7:19] for i in ids), 900),
     ("errors", "errors", lambda errors: "; ".join(str(e[-1]) for e in errors), 900),

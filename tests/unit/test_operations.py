@@ -185,3 +185,19 @@ async def test_prune_plan_lists_candidates_and_removes_the_listed_ones(make):
     assert done.operation.state == "done"
     assert sorted(i.id[7:8] for i in s.engine.images) == ["a"]
     assert "Total reclaimed space:" in render(done)
+
+
+async def test_recovery_marks_only_operations_whose_runner_is_gone(make):
+    s = make(images=[image("a", ["x:1"]), image("b", ["y:1"])])
+    s.runner = "here:1:100"
+    mine = await dispatch("rmi x:1", SHELL, s)
+    theirs = await dispatch("rmi y:1", SHELL, s)
+    await s.store.transition(mine.operation.id, ["pending"], "running", now=s.clock(), result={"runner": "here:1:100"})
+    await s.store.transition(theirs.operation.id, ["pending"], "running", now=s.clock(),
+                             result={"runner": "there:2:200"})
+    s.runner_alive = lambda runner: runner == "there:2:200"
+    recovered = await operations.recover(s)
+    assert [op.id for op in recovered] == [mine.operation.id]
+    assert (await s.store.get(theirs.operation.id)).state == "running"
+    assert (await s.store.get(mine.operation.id)).state == "interrupted"
+    assert [r["event"] for r in await s.audit.tail(1)] == ["interrupted"]
