@@ -126,6 +126,19 @@ def code(text: str, limit: int = 200) -> str:
     return "`" + clip_escaped(_CONTROL.sub(" ", text).replace("\n", " ").replace("`", "'"), limit) + "`"
 
 
+def untrusted(text: str, limit: int) -> str:
+    """Text from outside as Slack shows it literally: an inline code span for
+    one line, a code block for several (no formatting, links or mentions)."""
+    text = text.strip("\n")
+    if "\n" not in text:
+        return code(text, limit)
+    lines = [clip_escaped(_clean(ln), MAX_LINE) for ln in text.split("\n")]
+    block = "\n".join(lines)
+    if slen(block) > limit - 10:
+        block = clip(block, limit - 10)
+    return f"\n{FENCE}\n{block}\n{FENCE}"
+
+
 def shown_command(line: str) -> str:
     """A command line as the CLI would be typed: ``images -a`` -> ``docker images -a``."""
     return line if line.startswith(("docker", "/")) else f"docker {line}"
@@ -361,7 +374,10 @@ def _part_blocks(part, budget: int, max_blocks: int, layout: TableLayout | None,
     if isinstance(part, Notice):
         return [_section(clip_escaped(part.text.strip(), min(MAX_SECTION, budget)))] if part.text.strip() else None
     if isinstance(part, ErrorPart):
-        text = ":x: " + clip_escaped(part.message or "error", 1500)
+        # An error's words often come from outside (a registry, the engine, what
+        # was typed): data, never formatting. In a code span or block Slack
+        # applies no bold, no links and no mentions.
+        text = ":x: " + untrusted(part.message or "error", 1500)
         if part.hint:
             text += "\n:bulb: " + clip_escaped(part.hint, 1400)
         return [_section(text)]

@@ -200,9 +200,26 @@ def test_error_part_is_a_cross_with_message_and_hint_escaped():
     message = render(reply, share=True)
     assert_valid(message)
     text = message["blocks"][0]["text"]["text"]
-    assert text.startswith(":x: Cannot connect to &lt;unix:///x.sock&gt; &amp; co")
+    assert text.startswith(":x: `Cannot connect to &lt;unix:///x.sock&gt; &amp; co`")
     assert "DOCKER_HOST" in text
     assert message["text"].startswith("Error: ")
+
+
+@pytest.mark.parametrize("hostile", [
+    "*URGENT* re-auth at https://evil.example/login <!channel> <@U123> `rm -rf`",
+    "denied: _look_ ~here~\n```\nclosed\n``` <https://evil.example|click>",
+])
+def test_error_text_from_outside_is_never_formatting(hostile):
+    message = render(Reply("docker pull x", (ErrorPart(hostile),), status=Status.FAILED))
+    assert_valid(message)
+    text = message["blocks"][0]["text"]["text"]
+    body = text[len(":x: "):]
+    # all of it inside one code span or one code block: no bold, link or mention applies there
+    if body.startswith("`"):
+        assert body.endswith("`") and body.count("`") == 2
+    else:
+        assert body.startswith("\n```\n") and body.endswith("\n```") and body.count("```") == 2
+    assert "<!channel>" not in text and "<@U123>" not in text and "<https://" not in text
     assert not buttons(message)  # no sharing of failures
 
 
