@@ -9,7 +9,7 @@ from . import refs
 from .argv import WRITE, CommandSpec, Flag
 from .base import Call
 from .errors import EngineError
-from .replies import LayerProgress, Preformatted, Progress
+from .replies import ErrorPart, LayerProgress, Preformatted, Progress, Status
 
 EMIT_INTERVAL = 1.0  # seconds between interim progress replies (Slack: ~1 chat.update/s)
 
@@ -21,6 +21,15 @@ async def pull(call: Call):
         ref = ref.with_default_tag()
         lines.append("Using default tag: latest")
     tag = ref.digest or ref.tag
+    try:
+        return await _stream(call, ref, tag, lines)
+    except EngineError as exc:
+        # as the CLI: what it understood first ("Using default tag: latest"), then the error
+        parts = ((Preformatted("\n".join(lines)),) if lines else ()) + (ErrorPart(exc.message, exc.hint),)
+        return call.reply(*parts, status=Status.FAILED, summary=exc.message.splitlines()[0] if exc.message else "failed")
+
+
+async def _stream(call: Call, ref: refs.Reference, tag: str, lines: list[str]):
     layers: dict[str, LayerProgress] = {}
     statuses: list[str] = []
     title = f"Pulling {ref.familiar()}"

@@ -199,4 +199,5 @@ async def test_pull_error_inside_the_stream_fails_the_command(raise_after):
     s = Services(engine=StreamErrorEngine(raise_after))
     reply = await dispatch("pull 127.0.0.1:5000/x", ME, s)
     assert reply.status is Status.FAILED
-    assert "layer verification failed" in reply.parts[0].message
+    assert reply.parts[0].text == "Using default tag: latest"  # what the CLI prints first, whatever follows
+    assert "layer verification failed" in reply.parts[1].message
