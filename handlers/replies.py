@@ -85,10 +85,14 @@ class Progress:
 
 @dataclass(frozen=True)
 class Action:
-    """A follow-up command a person can run with one click (a Slack button)."""
+    """A follow-up command a person can run with one click (a Slack button).
+
+    Actions sharing a ``group`` are offered together as one menu named by the
+    group ("Pull an image…": one entry per search result)."""
 
     label: str
     command: str
+    group: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from . import refs
 from .argv import CommandSpec, Flag
 from .base import Call, bool_filter, parse_filters
-from .errors import UsageError
-from .replies import Table
+from .errors import DockhandError, UsageError
+from .replies import Action, Table
 from .units import ellipsis
 
 SEARCH_FILTERS = {"is-official": "true|false", "stars": "minimum stars", "is-automated": "true|false (deprecated)"}
@@ -39,19 +40,42 @@ async def search(call: Call):
                          "See 'docker search --help'.")
     term = check_term(call.args[0])
     index = call.services.search_index
-    first = term.split("/", 1)[0]
-    if index and not ("/" in term and ("." in first or ":" in first or first == "localhost")):
+    if index and not _names_registry(term):
         term = f"{index}/{term}"
     results = await call.engine.search(term, limit=limit, filters=filters)
     results = sorted(results, key=lambda r: -r.star_count)
     rows = []
+    pulls = []
+    registry = term.split("/", 1)[0] if _names_registry(term) else ""  # the index the results come from
     for r in results:
+        ref = _pull_reference(registry, r.name)
+        if ref:
+            pulls.append(Action(r.name, f"docker pull {ref}", group="Pull an image…"))
         desc = r.description.replace("\n", " ").replace("\r", " ")
         if not o["no_trunc"]:
             desc = ellipsis(desc, 45)
         rows.append((r.name, desc, str(r.star_count), "[OK]" if r.is_official else ""))
     return call.reply(Table(("NAME", "DESCRIPTION", "STARS", "OFFICIAL"), tuple(rows)),
-                      summary=f"{len(rows)} result{'s' if len(rows) != 1 else ''} for {call.args[0]!r}")
+                      summary=f"{len(rows)} result{'s' if len(rows) != 1 else ''} for {call.args[0]!r}",
+                      actions=pulls)
+
+
+def _names_registry(term: str) -> bool:
+    first = term.split("/", 1)[0]
+    return "/" in term and ("." in first or ":" in first or first == "localhost")
+
+
+def _pull_reference(registry: str, name: str) -> str:
+    """What pulling a search result means: the name on the registry the index
+    belongs to (Docker Hub's when none is named); "" for a name that is no
+    valid reference (an index's answer is data, never trusted)."""
+    try:
+        ref = refs.parse_normalized(f"{registry}/{name}" if registry else name)
+    except DockhandError:
+        return ""
+    if ref.tag or ref.digest:
+        return ""
+    return ref.familiar()
 
 
 SPECS = (

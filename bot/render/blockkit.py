@@ -42,6 +42,11 @@ MAX_BUTTON_LABEL = 75
 MAX_BUTTON_VALUE = 2000
 MAX_ACTION_ELEMENTS = 25
 MAX_CONTEXT_ELEMENTS = 10
+MAX_OPTIONS = 100  # a static_select's options
+MAX_OPTION_TEXT = 75
+MAX_OPTION_VALUE = 150
+MAX_PLACEHOLDER = 150
+MAX_MENUS = 5
 # Total characters of all text (and button values) in one message's blocks.
 # Slack rejects somewhere above ~12,000 (undocumented, msg_blocks_too_long).
 MESSAGE_BUDGET = 10_000
@@ -65,6 +70,7 @@ ACTION_PREV = "dockhand.page.prev"
 ACTION_NEXT = "dockhand.page.next"
 ACTION_SHARE = "dockhand.share"
 ACTION_RUN_PREFIX = "dockhand.run."
+ACTION_MENU_PREFIX = "dockhand.menu."
 ACTION_CONFIRM = "dockhand.confirm"
 ACTION_CANCEL = "dockhand.cancel"
 
@@ -469,9 +475,13 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
     question = reply.confirmation
     if interactive and question is not None:
         foot.append({"type": "actions", "elements": confirm_buttons(question, reply)})
-    if interactive and reply.actions:
+    menus = [a for a in reply.actions if a.group] if interactive else []
+    if menus:
+        foot.append({"type": "actions", "elements": _menus(menus)})
+    buttons_only = tuple(a for a in reply.actions if not a.group)
+    if interactive and buttons_only:
         run, room = [], RUN_BUTTONS_BUDGET
-        for i, action in enumerate(reply.actions[:MAX_ACTION_ELEMENTS]):
+        for i, action in enumerate(buttons_only[:MAX_ACTION_ELEMENTS]):
             button = _button(action.label, f"{ACTION_RUN_PREFIX}{i}", run_value(action.command))
             room -= block_chars(button)
             if room < 0:
@@ -519,6 +529,27 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
     if not blocks:
         blocks = [_section(clip_escaped(reply.summary.strip() or "Done.", MAX_SECTION))]
     return {"text": _fallback_text(reply, layout, page), "blocks": blocks}
+
+
+def _menus(actions: list) -> list[dict]:
+    """One select menu per action group; an entry whose value would pass
+    Slack's 150-character option limit is left out (the command still works typed)."""
+    groups: dict[str, list] = {}
+    for action in actions:
+        groups.setdefault(action.group, []).append(action)
+    menus = []
+    for n, (group, members) in enumerate(list(groups.items())[:MAX_MENUS]):
+        options = []
+        for action in members:
+            value = run_value(action.command)
+            if slen(value) <= MAX_OPTION_VALUE and len(options) < MAX_OPTIONS:
+                options.append({"text": {"type": "plain_text", "text": clip(action.label, MAX_OPTION_TEXT) or "?",
+                                         "emoji": False}, "value": value})
+        if options:
+            menus.append({"type": "static_select", "action_id": f"{ACTION_MENU_PREFIX}{n}",
+                          "placeholder": {"type": "plain_text", "text": clip(group, MAX_PLACEHOLDER)},
+                          "options": options})
+    return menus
 
 
 def confirm_buttons(question: Confirmation, reply: Reply) -> list[dict]:

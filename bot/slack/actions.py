@@ -14,6 +14,7 @@ from bot.config import Settings
 from bot.render.blockkit import (
     ACTION_CANCEL,
     ACTION_CONFIRM,
+    ACTION_MENU_PREFIX,
     ACTION_NEXT,
     ACTION_PREV,
     ACTION_RUN_PREFIX,
@@ -25,6 +26,7 @@ from . import operations as slack_operations
 from .runtime import SlackRuntime, body_key
 
 RUN_ACTIONS = re.compile("^" + re.escape(ACTION_RUN_PREFIX) + r"\d+$")
+MENU_ACTIONS = re.compile("^" + re.escape(ACTION_MENU_PREFIX) + r"\d+$")
 PAGE_ACTIONS = re.compile("^(" + re.escape(ACTION_PREV) + "|" + re.escape(ACTION_NEXT) + ")$")
 
 
@@ -62,7 +64,9 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
 
     async def run_button(body: dict, action: dict, client, respond) -> None:
         actor, channel = await _who(body, runtime)
-        value = await runtime.button_value(action.get("value", ""), respond)
+        # a button carries its value; a menu (search's "Pull an image…") the chosen option's
+        chosen = (action.get("selected_option") or {}).get("value")
+        value = await runtime.button_value(chosen or action.get("value", ""), respond)
         if value is not None:
             await runtime.run(value["c"], actor, channel=channel, respond=respond, client=client,
                               from_button=True)
@@ -85,6 +89,7 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
 
     # run buttons may carry any command: the clicker's role is checked by dispatch
     app.action(RUN_ACTIONS)(_click(runtime, run_button, durable=True))
+    app.action(MENU_ACTIONS)(_click(runtime, run_button, durable=True))
     app.action(ACTION_CONFIRM)(_click(runtime, confirm_button, durable=True))
     app.action(ACTION_CANCEL)(_click(runtime, cancel_button, durable=True))
     app.action(ACTION_SHARE)(_click(runtime, share_button))

@@ -83,6 +83,23 @@ def _ulen(s: str) -> int:
     return len(s.encode("utf-16-le")) // 2
 
 
+def _select_problems(i: int, el: dict) -> list[str]:
+    """A static_select as Block Kit documents it: placeholder <= 150, 1-100 options,
+    option text <= 75 and value <= 150."""
+    problems = []
+    placeholder = (el.get("placeholder") or {}).get("text", "")
+    if not placeholder or _ulen(placeholder) > 150:
+        problems.append(f"invalid_blocks: /blocks/{i} select placeholder length {_ulen(placeholder)}")
+    options = el.get("options") or []
+    if not 1 <= len(options) <= 100:
+        problems.append(f"invalid_blocks: /blocks/{i} select has {len(options)} options (1-100)")
+    for opt in options:
+        text = (opt.get("text") or {}).get("text", "")
+        if not text or _ulen(text) > 75 or _ulen(opt.get("value", "")) > 150 or not opt.get("value"):
+            problems.append(f"invalid_blocks: /blocks/{i} select option {text[:20]!r}")
+    return problems
+
+
 def message_problems(body: dict) -> list[str]:
     """What Slack would refuse in this message (documented Block Kit limits,
     plus the cumulative block text limit chat.postMessage enforces)."""
@@ -121,6 +138,9 @@ def message_problems(body: dict) -> list[str]:
             if len(set(ids)) != len(ids):
                 problems.append(f"invalid_blocks: /blocks/{i} repeats an action_id")
             for el in els:
+                if el.get("type") == "static_select":
+                    problems += _select_problems(i, el)
+                    continue
                 label = (el.get("text") or {}).get("text", "")
                 if not label or _ulen(label) > 75:
                     problems.append(f"invalid_blocks: button label {label[:20]!r} length {_ulen(label)}")
@@ -415,6 +435,9 @@ def action_payload(action: dict, *, response_url: str, user_id: str = "UALICE", 
                "text": action.get("text", {"type": "plain_text", "text": "button"}),
                "value": action.get("value", ""), "type": "button",
                "action_ts": f"{time.time():.6f}{next(_ids)}"}
+    if "selected_option" in action:  # a choice in a select menu
+        clicked.update(type="static_select", selected_option=action["selected_option"])
+        clicked.pop("value")
     return {
         "type": "block_actions",
         "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},

@@ -201,3 +201,14 @@ async def test_pull_error_inside_the_stream_fails_the_command(raise_after):
     assert reply.status is Status.FAILED
     assert reply.parts[0].text == "Using default tag: latest"  # what the CLI prints first, whatever follows
     assert "layer verification failed" in reply.parts[1].message
+
+
+async def test_search_offers_a_pull_per_valid_result_on_the_index_registry():
+    s = Services(engine=FakeEngine(results=[result("ubuntu", 10), result("Bad Name <!channel>", 5),
+                                            result("me/tool", 1)]), search_index="127.0.0.1:9999")
+    reply = await dispatch("search ubuntu", ME, s)
+    assert [(a.label, a.command, a.group) for a in reply.actions] == [
+        ("ubuntu", "docker pull 127.0.0.1:9999/ubuntu", "Pull an image…"),
+        ("me/tool", "docker pull 127.0.0.1:9999/me/tool", "Pull an image…")]
+    hub = await dispatch("search ubuntu", ME, Services(engine=FakeEngine(results=[result("ubuntu")])))
+    assert [a.command for a in hub.actions] == ["docker pull ubuntu"]
