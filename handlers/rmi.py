@@ -17,6 +17,7 @@ import dataclasses
 from . import plans
 from .argv import DESTRUCTIVE, CommandSpec, Flag
 from .base import Call
+from .errors import UsageError
 from .images import listed_rows
 
 
@@ -31,8 +32,10 @@ async def plan(call: Call) -> plans.Plan:
         if len(unique) < len(ids):
             note += f" ({len(ids) - len(unique)} repeated: an image with several tags is listed once per tag)"
         args += unique
-    if len(args) > plans.MAX_IMAGES:
-        plans.check_count(len(args))
+        if not args:
+            raise UsageError(f'"docker rmi" requires at least 1 argument: $({call.substitution.line}) lists no image',
+                             "Nothing to remove. `docker images` shows what there is.")
+    plans.check_count(len(args))
     model = await plans.read_model(call.engine)
     result = plans.plan_rmi(model, args, force=call.opts["force"], noprune=call.opts["no_prune"],
                             command=call.parsed.line, note=note)

@@ -126,5 +126,7 @@ def test_image_prune_shows_the_plan_and_removes_nothing_without_yes(stack, make_
     assert r.returncode == 1 and "no terminal to ask on" in r.stderr, r.stderr
     assert unused.id[7:19] in r.stdout and stack.seeds["used"]["id"][7:19] not in r.stdout
     assert stack.docker("image", "inspect", unused.ref).returncode == 0
+    none = dockhand("shell", "-c", "docker rmi -f $(docker images -q -f label=dockhand.none=nothing)", stack=stack)
+    assert none.returncode == 2 and "lists no image" in none.stderr
     bad = dockhand("shell", "-c", "docker image prune --filter until=12345678901234567890123", stack=stack)
     assert bad.returncode == 2 and "until" in bad.stderr
