@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.render.text import render, render_progress
+from bot.render.text import render, render_progress, safe
 from handlers import dispatch, operations
 from handlers.context import Actor, Services
 from handlers.dispatch import with_context
@@ -94,7 +94,7 @@ def _print(reply: Reply, out, err) -> None:
 async def _progress_printer(reply: Reply) -> None:
     for part in reply.parts:
         if isinstance(part, Progress):
-            print(render_progress(part), file=sys.stdout, flush=True)
+            print(safe(render_progress(part)), file=sys.stdout, flush=True)
 
 
 def interactive(services: Services, *, yes: bool = False) -> int:

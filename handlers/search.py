@@ -32,7 +32,7 @@ async def search(call: Call):
     bool_filter(filters, "is-official")
     bool_filter(filters, "is-automated")
     for value in filters.get("stars", []):
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):  # "²" is a digit to Python, not to the engine
             raise UsageError(f"invalid filter 'stars={value[:40]}'", "stars takes a whole number: --filter stars=3")
     limit = o["limit"]
     if not 1 <= limit <= 100:

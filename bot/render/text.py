@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from handlers.replies import Confirmation, ErrorPart, Notice, Preformatted, Progress, Reply, Table
@@ -36,6 +37,16 @@ def render_progress(p: Progress) -> str:
     return "\n".join(lines)
 
 
+# Control characters (C0 but tab and newline, DEL, C1) and the bidi overrides
+# that reorder what is shown: text from registries, the index or the engine
+# must never move the cursor, colour the terminal or disguise itself.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    return _UNSAFE.sub(" ", text)
+
+
 def render(reply: Reply) -> str:
     """The whole reply as it should appear in a terminal (no trailing newline)."""
-    return "\n".join(render_part(part) for part in reply.parts)
+    return safe("\n".join(render_part(part) for part in reply.parts))

@@ -212,3 +212,17 @@ async def test_search_offers_a_pull_per_valid_result_on_the_index_registry():
         ("me/tool", "docker pull 127.0.0.1:9999/me/tool", "Pull an image…")]
     hub = await dispatch("search ubuntu", ME, Services(engine=FakeEngine(results=[result("ubuntu")])))
     assert [a.command for a in hub.actions] == ["docker pull ubuntu"]
+
+
+async def test_terminal_text_never_carries_control_characters_from_outside():
+    hostile = "\x1b[31mred\x1b[0m \x07bell \u202eevil\u202c \x9bcsi"
+    s = Services(engine=FakeEngine(results=[result("x/y", 1, description=hostile)]))
+    text = render(await dispatch("search --no-trunc x", ME, s))
+    assert "red" in text and "evil" in text
+    assert not any(ch in text for ch in "\x1b\x07\u202e\u202c\x9b")
+
+
+async def test_a_stars_filter_takes_ascii_digits_only():
+    s = Services(engine=FakeEngine())
+    reply = await dispatch("search --filter stars=² x", ME, s)
+    assert reply.status is Status.USAGE and s.engine.calls == []
