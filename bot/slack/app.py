@@ -24,16 +24,14 @@ import sys
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from handlers.context import Services
 
 from . import actions, commands
+from .ratelimit import OtherMethodsRateLimitRetryHandler
 from .runtime import HTTP_TIMEOUT, AckGate, Dispatch, SlackRuntime
 
 log = logging.getLogger("dockhand.slack")
@@ -72,7 +70,10 @@ def build(settings: Settings, services: Services, *, dispatch: Dispatch | None =
         token=settings.slack_bot_token,
         base_url=api_url(settings),
         timeout=HTTP_TIMEOUT,
-        retry_handlers=[AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+        # 429s: the app's rate budget (bot/slack/ratelimit.py) owns them for chat.postMessage and
+        # chat.update (every caller of the method waits out Retry-After, then the call is retried);
+        # the SDK's retry on 429 is kept only for the methods the budget does not limit.
+        retry_handlers=[AsyncConnectionErrorRetryHandler(), OtherMethodsRateLimitRetryHandler(max_retry_count=2)],
     )
     app = DockhandApp(
         name="dockhand",

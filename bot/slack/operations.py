@@ -123,11 +123,15 @@ def record_text(op: Operation) -> str:
 
 
 async def _post(client, channel: str, text: str, *, thread_ts: str = "") -> str:
+    from .ratelimit import for_client
+
     message = {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]}
     try:
         kwargs = {"thread_ts": thread_ts} if thread_ts else {}
-        resp = await client.chat_postMessage(channel=channel, text=message["text"][:3000], blocks=message["blocks"],
-                                             unfurl_links=False, unfurl_media=False, **kwargs)
+        resp = await for_client(client).call(
+            "chat.postMessage", lambda: client.chat_postMessage(
+                channel=channel, text=message["text"][:3000], blocks=message["blocks"],
+                unfurl_links=False, unfurl_media=False, **kwargs), channel=channel)
         return resp.get("ts", "")
     except Exception as exc:  # noqa: BLE001 - the record is in the local log whatever Slack says
         log.error("posting an audit record in %s failed: %s", channel, getattr(exc, "response", {}) and
@@ -150,11 +154,22 @@ async def record_in_thread(runtime: "SlackRuntime", client, channel: str, ts: st
 
 async def _update(runtime: "SlackRuntime", client, op: Operation, message: dict, *, respond=None) -> bool:
     """Update the operation's channel message; else the click's message."""
+    from .ratelimit import for_client, log_failure
+
     where = op.message or {}
     if where.get("channel") and where.get("ts"):
+        channel, ts = where["channel"], where["ts"]
+
+        def call():
+            return client.chat_update(channel=channel, ts=ts, text=message["text"], blocks=message["blocks"])
+
+        if op.state == "running":
+            # an interim state: never holds up the removal, and the final state replaces it while it waits
+            for_client(client).submit("chat.update", call, channel=channel, key=(channel, ts), interim=True
+                                      ).add_done_callback(log_failure(f"updating operation {op.id[:12]}"))
+            return True
         try:
-            await client.chat_update(channel=where["channel"], ts=where["ts"], text=message["text"],
-                                     blocks=message["blocks"])
+            await for_client(client).call("chat.update", call, channel=channel, key=(channel, ts))
             return True
         except Exception as exc:  # noqa: BLE001
             log.error("updating the message of operation %s failed: %s", op.id[:12], type(exc).__name__)

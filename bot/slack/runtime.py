@@ -8,8 +8,9 @@ command line, runs ``handlers.dispatch``, renders the reply with
 * read-only replies: ``respond()`` on the ``response_url``, ephemeral by
   default (``DOCKHAND_REPLY_VISIBILITY``), with a "Share in channel" button;
 * ``pull``: one ``chat.postMessage`` in the channel naming the requester,
-  then ``chat.update`` with progress (at most one update a second) and the
-  result;
+  then ``chat.update`` with progress and the result, within the app's one
+  Slack rate budget (``bot.slack.ratelimit``: progress coalesced, the result
+  first);
 * anything that goes wrong on our side: a short "internal error, logged as
   <id>" for the person and the traceback in the log, never in Slack.
 """
@@ -25,11 +26,13 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Optional
 
 from bot.config import Settings
 from bot.render import blockkit
 from handlers import preflight
+
+from . import ratelimit
 from handlers.argv import DESTRUCTIVE, READ, WRITE
 from handlers.context import Actor, Emit, Services
 from handlers.dispatch import effect_of
@@ -54,7 +57,6 @@ BAD_MESSAGE = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_
 OFFLOAD_WEIGHT = 2000  # render replies bigger than this (cells) in a worker thread
 HTTP_TIMEOUT = 15  # seconds for any call to Slack
 ACK_GATE_MAX_WAIT = 0.1  # seconds work after an ack may yield to pending acks
-UPDATE_INTERVAL = 1.0  # seconds between chat.update calls on one message
 DEDUPE_TTL = 600.0  # Slack signs with a 5-minute window; remember twice that
 
 
@@ -83,8 +85,21 @@ def command_kind(line: str) -> str:
     return effect_of(line)
 
 
+_WRITE_VERB = re.compile(r"^/?(?:docker\s+)?(?:image\s+)?(pull|run)\b\s*", re.I)
+# how the channel message of a write command speaks: (icon, while, done, failed)
+_WRITE_WORDS = {"pull": (":arrow_down:", "is pulling", "pulled", "could not pull"),
+                "run": (":arrow_forward:", "is running", "ran", "could not run")}
+
+
+def _write_target(line: str) -> tuple[str, str]:
+    """("pull" or "run", what follows it) for a write command line."""
+    m = _WRITE_VERB.match(line.strip())
+    return (m.group(1).lower(), line.strip()[m.end():]) if m else ("", "")
+
+
 def _pull_target(line: str) -> str:
-    return re.sub(r"^/?(?:docker\s+)?(?:image\s+)?pull\b\s*", "", line.strip(), flags=re.I)
+    verb, target = _write_target(line)
+    return target if verb == "pull" else ""
 
 
 # --- dedupe -------------------------------------------------------------------
@@ -125,10 +140,13 @@ def _slack_error(exc: Exception) -> str:
 class ChannelPost:
     """One message in a channel that is posted once and then updated.
 
-    Uses ``chat.postMessage``/``chat.update``; where the bot may not post
-    (a private channel it is not in, a DM), falls back to the command's
-    ``response_url`` with ``response_type=in_channel`` (no interim updates
-    there: a response_url takes at most five messages).
+    Uses ``chat.postMessage``/``chat.update`` through the app's rate budget
+    (``bot.slack.ratelimit``): :meth:`update` sends a state that must arrive
+    and waits for it, :meth:`push` queues an interim state (progress) and
+    returns at once. Where the bot may not post (a private channel it is not
+    in, a DM), falls back to the command's ``response_url`` with
+    ``response_type=in_channel`` (no interim updates there: a response_url
+    takes at most five messages).
     """
 
     def __init__(self, client, channel: str, respond=None):
@@ -138,7 +156,7 @@ class ChannelPost:
 
     async def post(self, message: Message) -> bool:
         try:
-            resp = await self._call(self.client.chat_postMessage, channel=self.channel, message=message,
+            resp = await self._call("chat.postMessage", message, channel=self.channel,
                                     unfurl_links=False, unfurl_media=False)
         except Exception as exc:
             error = _slack_error(exc)
@@ -152,28 +170,50 @@ class ChannelPost:
         self.ts, self.channel = resp["ts"], resp.get("channel") or self.channel
         return True
 
-    async def update(self, message: Message, *, final: bool = False) -> bool:
+    def push(self, message: Message) -> None:
+        """An interim state: queued, never waited for; a newer one replaces it
+        while it waits, and the final state (:meth:`update`) goes before it."""
+        if not self.ts:
+            return
+        client, channel, ts = self.client, self.channel, self.ts
+        ratelimit.for_client(client).submit(
+            "chat.update", lambda: client.chat_update(channel=channel, ts=ts, text=message["text"],
+                                                      blocks=message["blocks"]),
+            channel=channel, key=(channel, ts), interim=True,
+        ).add_done_callback(ratelimit.log_failure(f"interim chat.update of {channel}/{ts}"))
+
+    async def update(self, message: Message) -> bool:
+        """The message's next state, as soon as the budget allows; True once Slack has it."""
         if self.ts:
             try:
-                await self._call(self.client.chat_update, channel=self.channel, ts=self.ts, message=message)
+                await self._call("chat.update", message, channel=self.channel, ts=self.ts)
                 return True
             except Exception as exc:
                 log.error("chat.update of %s/%s failed: %s", self.channel, self.ts, _slack_error(exc))
                 return False
-        if self.via_response_url and final:
+        if self.via_response_url:
             return await send_response(self.respond, message, response_type="in_channel",
                                        replace_original=True)
         return False
 
-    @staticmethod
-    async def _call(method, *, message: Message, **kwargs):
+    async def _call(self, method: str, message: Message, **kwargs):
+        """One Web API call in the budget; a message Slack refuses goes again as plain text."""
+        fn = getattr(self.client, method.replace(".", "_"))
+        budget = ratelimit.for_client(self.client)
+        key = (kwargs["channel"], kwargs["ts"]) if "ts" in kwargs else None
+
+        def attempt(text: str, blocks: list):
+            return lambda: fn(text=text, blocks=blocks, **kwargs)
+
         try:
-            return await method(text=message["text"], blocks=message["blocks"], **kwargs)
+            return await budget.call(method, attempt(message["text"], message["blocks"]),
+                                     channel=self.channel, key=key)
         except Exception as exc:
             if _slack_error(exc) not in BAD_MESSAGE:
                 raise
             log.error("Slack refused a rendered message (%s); sending its text only", _slack_error(exc))
-            return await method(text=message["text"] or "(no text)", blocks=[], **kwargs)
+            return await budget.call(method, attempt(message["text"] or "(no text)", []),
+                                     channel=self.channel, key=key)
 
 
 async def send_response(respond, message: Message, **kwargs) -> bool:
@@ -189,53 +229,6 @@ async def send_response(respond, message: Message, **kwargs) -> bool:
     except Exception as exc:
         log.error("response_url call failed: %s", exc)
         return False
-
-
-class Throttle:
-    """Pushes the latest interim message at most once per ``interval``.
-
-    ``push`` never waits (the pull keeps streaming); a newer interim message
-    replaces one still waiting. ``final`` sends the last message, keeping
-    the interval too, after any interim send in flight.
-    """
-
-    def __init__(self, send: Callable[[Message], Awaitable[Any]], interval: float = UPDATE_INTERVAL,
-                 clock=time.monotonic):
-        self._send, self.interval, self.clock = send, interval, clock
-        self._pending: Optional[Message] = None
-        self._last = float("-inf")
-        self._task: Optional[asyncio.Task] = None
-
-    def push(self, message: Message) -> None:
-        self._pending = message
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._flush())
-
-    async def _wait_turn(self) -> None:
-        delay = self._last + self.interval - self.clock()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    async def _flush(self) -> None:
-        while self._pending is not None:
-            await self._wait_turn()
-            message, self._pending = self._pending, None
-            if message is None:
-                break
-            self._last = self.clock()
-            try:
-                await self._send(message)
-            except Exception:
-                log.exception("interim update failed")
-
-    async def final(self, message: Message, send: Callable[[Message], Awaitable[Any]] | None = None) -> Any:
-        """Send the last message (with ``send`` if given) and return its result."""
-        self._pending = None
-        if self._task is not None and not self._task.done():
-            await asyncio.wait([self._task])
-        await self._wait_turn()
-        self._last = self.clock()
-        return await (send or self._send)(message)
 
 
 class AckGate:
@@ -483,11 +476,11 @@ class SlackRuntime:
                   from_button: bool = False) -> None:
         """Run one command line and answer it (the slash command and help-button flow)."""
         kind = command_kind(line)
-        if kind == WRITE and _pull_target(line) and preflight(line) is None \
+        if kind == WRITE and _write_target(line)[1] and preflight(line) is None \
                 and access_denial(line, actor, self.services) is None:
             # announced in the channel only once the command line is known to be
             # valid and the person may run it
-            await self.run_pull(line, actor, channel=channel, respond=respond, client=client)
+            await self.run_write(line, actor, channel=channel, respond=respond, client=client)
             return
         if kind == DESTRUCTIVE:
             from . import operations as slack_operations
@@ -500,44 +493,55 @@ class SlackRuntime:
         await send_response(respond, await self.render(reply, command=line, share=share),
                             response_type=self.visibility, **extra)
 
-    async def run_pull(self, line: str, actor: Actor, *, channel: str, respond, client) -> None:
-        who, what, where = blockkit.mention(actor.id), blockkit.code(_pull_target(line)), blockkit.code(self.host)
-        pulling = f":arrow_down: {who} is pulling {what} on {where}…"
+    async def run_write(self, line: str, actor: Actor, *, channel: str, respond, client) -> None:
+        """A command that adds to the host (pull, run): one message in the
+        channel naming who, updated with progress, ending with the result,
+        and the operation's record in its thread."""
+        verb, target = _write_target(line)
+        icon, doing, done, failed = _WRITE_WORDS[verb]
+        who, what, where = blockkit.mention(actor.id), blockkit.code(target), blockkit.code(self.host)
+        pulling = f"{icon} {who} {doing} {what} on {where}…"
         post = ChannelPost(client, channel, respond)
-        first = Reply(command=line, parts=(), summary=f"Pulling {_pull_target(line)} on {self.host}…",
+        first = Reply(command=line, parts=(), summary=f"{doing.split()[-1].capitalize()} {target} on {self.host}…",
                       host=self.host)
-        if not await post.post(await self.render(first, command=line, header=pulling, interactive=False)):
-            # Neither the channel nor the response_url took it: answer privately.
-            post = None
-        throttle = Throttle(lambda m: post.update(m))
+        # The pull starts at once; the announcement goes when the channel's budget allows.
+        announced = asyncio.ensure_future(post.post(
+            await self.render(first, command=line, header=pulling, interactive=False)))
+
+        async def announcement() -> Optional[ChannelPost]:
+            """The channel message, once posted; None when neither the channel
+            nor the response_url took it (then the answer is private)."""
+            return post if await asyncio.shield(announced) else None
 
         async def emit(interim: Reply) -> None:
             try:
-                if post is not None and post.ts:
-                    throttle.push(await self.render(interim, command=line, header=pulling, interactive=False))
+                if announced.done() and not announced.cancelled() and announced.result() and post.ts:
+                    post.push(await self.render(interim, command=line, header=pulling, interactive=False))
             except Exception:
                 log.exception("rendering pull progress failed")
 
         try:
             reply = await self.dispatch(line, actor, emit)
         except asyncio.CancelledError:
-            if post is not None:
+            posted = None
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                posted = await announcement()
+            if posted is not None:
                 stopped = Reply(command=line, parts=(), status=Status.FAILED, host=self.host,
-                                summary="Dockhand stopped during the pull")
+                                summary=f"Dockhand stopped during the {verb}")
                 with contextlib.suppress(Exception):
-                    await throttle.final(await self.render(
+                    await posted.update(await self.render(
                         stopped, command=line, interactive=False,
-                        header=f":warning: Dockhand stopped while {who} was pulling {what} on {where}: "
-                               "the pull may not have finished. Check with `/images`."),
-                        send=lambda m: post.update(m, final=True))
+                        header=f":warning: Dockhand stopped while {who} was {doing.split()[-1]} "
+                               f"{what} on {where}: it may not have finished. Check with `/images`."))
             raise
-        icon, verb = (":white_check_mark:", "pulled") if reply.ok else (":x:", "could not pull")
-        message = await self.render(reply, command=line, header=f"{icon} {who} {verb} {what} on {where}",
+        icon, outcome = (":white_check_mark:", done) if reply.ok else (":x:", failed)
+        message = await self.render(reply, command=line, header=f"{icon} {who} {outcome} {what} on {where}",
                                     interactive=False)
-        if post is None:
+        if await announcement() is None:
             await send_response(respond, message, response_type="ephemeral")
             return
-        delivered = await throttle.final(message, send=lambda m: post.update(m, final=True))
+        delivered = await post.update(message)  # ahead of every waiting progress update
         if not delivered and not post.via_response_url:
             # The channel message could not be updated: at least tell the requester.
             await send_response(respond, message, response_type="ephemeral")

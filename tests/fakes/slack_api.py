@@ -18,6 +18,15 @@ event loop (``await fake.start()``) or in a thread of its own
 Messages are checked against Slack's limits (:func:`message_problems`): a
 message Slack would refuse gets the error Slack would give
 (``invalid_blocks``, ``msg_blocks_too_long``) so tests catch it.
+
+Rate limits, when asked (``FakeSlack(enforce_rate_limits=True)`` or
+``fake.enforce_rate_limits = True``; off by default): calls are counted per
+method (and per channel for ``chat.postMessage``) in token buckets
+(:data:`SLACK_RATE_LIMITS`, ``fake.rate_limits``), and a call over its budget
+is answered as Slack does: HTTP 429, a ``Retry-After`` header (whole
+seconds) and ``{"ok": false, "error": "ratelimited"}``. Such a call is
+recorded like any other, with ``status`` 429 and ``retry_after``, and also
+in ``fake.ratelimited``.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import threading
 import time
 import urllib.parse
@@ -49,6 +59,8 @@ class Call:
     headers: dict = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)
     response: dict = field(default_factory=dict)  # what the fake answered (Web API calls)
+    status: int = 200  # the HTTP status of that answer (429: rate limited)
+    retry_after: int = 0  # the Retry-After it sent with a 429
 
     @property
     def text(self) -> str:
@@ -167,9 +179,29 @@ def message_problems(body: dict) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class RateRule:
+    """One method's limit: ``rate`` calls a second, up to ``burst`` saved up;
+    ``per_channel``: counted per channel."""
+
+    rate: float
+    burst: float
+    per_channel: bool = False
+
+
+# Slack's documented limits (https://api.slack.com/docs/rate-limits), per app per workspace:
+# chat.update is Tier 3, "50+ per minute" with "sporadic bursts"; chat.postMessage "one message
+# per second per channel" with "short bursts". Slack does not publish burst sizes: these are
+# modest guesses.
+SLACK_RATE_LIMITS = {
+    "chat.update": RateRule(50 / 60, 10),
+    "chat.postMessage": RateRule(1.0, 4, per_channel=True),
+}
+
+
 class FakeSlack:
     def __init__(self, *, bot_token: str = "xoxb-test", app_token: str = "xapp-1-test",
-                 team_id: str = "T0DOCKHAND", bot_user_id: str = "UDOCKHAND"):
+                 team_id: str = "T0DOCKHAND", bot_user_id: str = "UDOCKHAND", enforce_rate_limits: bool = False):
         self.bot_token, self.app_token = bot_token, app_token
         self.team_id, self.bot_user_id = team_id, bot_user_id
         self.calls: list[Call] = []
@@ -177,6 +209,10 @@ class FakeSlack:
         self.fail_post: dict[str, str] = {}  # channel -> error chat.postMessage answers
         self.api_delay = 0.0  # seconds every Web API call waits (a slow Slack)
         self.usergroups: dict[str, list[str]] = {}  # usergroups.users.list: group ID -> user IDs
+        self.enforce_rate_limits = enforce_rate_limits  # answer 429 over the limits below
+        self.rate_limits: dict[str, RateRule] = dict(SLACK_RATE_LIMITS)  # method -> its limit
+        self.ratelimited: list[Call] = []  # every call answered 429
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (method, channel) -> (tokens, at)
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._responses: dict[str, int] = {}
@@ -312,10 +348,34 @@ class FakeSlack:
         token = headers.get("Authorization", "").removeprefix("Bearer ").strip() or body.get("token", "")
         call = Call("api", method, body, headers)
         self._record(call)
+        wait = self._over_limit(method, body) if self.enforce_rate_limits else None
+        if wait is not None:
+            call.status, call.retry_after = 429, max(1, math.ceil(wait))
+            call.response = {"ok": False, "error": "ratelimited"}
+            with self._lock:
+                self.ratelimited.append(call)
+            return web.json_response(call.response, status=429, headers={"Retry-After": str(call.retry_after)})
         if self.api_delay:
             await asyncio.sleep(self.api_delay)
         call.response = self._answer(method, body, token)
         return web.json_response(call.response)
+
+    def _over_limit(self, method: str, body: dict) -> Optional[float]:
+        """None when the call is within its method's budget (and spends it),
+        else the seconds until it would be."""
+        rule = self.rate_limits.get(method)
+        if rule is None:
+            return None
+        key = (method, str(body.get("channel", "")) if rule.per_channel else "")
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (rule.burst, now))
+            tokens = min(rule.burst, tokens + (now - at) * rule.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return None
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / rule.rate
 
     def _answer(self, method: str, body: dict, token: str) -> dict:
         if method == "apps.connections.open":

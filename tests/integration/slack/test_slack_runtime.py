@@ -1,4 +1,4 @@
-"""The Slack front end's own pieces, without Slack: throttling, dedupe, the
+"""The Slack front end's own pieces, without Slack: dedupe, the
 command line a payload becomes, and which commands may be shared."""
 
 from __future__ import annotations
@@ -9,42 +9,7 @@ import time
 import pytest
 
 from bot.slack.commands import command_line
-from bot.slack.runtime import Deduper, Throttle, command_kind, normalize_text
-
-
-async def test_throttle_sends_at_most_one_update_a_second_and_the_final_last():
-    sent: list[tuple[float, str]] = []
-
-    async def send(message):
-        sent.append((time.monotonic(), message["text"]))
-        return True
-
-    throttle = Throttle(send, interval=0.2)
-    for i in range(50):  # a burst of progress, 10 ms apart
-        throttle.push({"text": f"interim {i}"})
-        await asyncio.sleep(0.01)
-    assert await throttle.final({"text": "final"}) is True
-    texts = [t for _, t in sent]
-    assert texts[-1] == "final"
-    assert len(texts) <= 5  # ~0.5 s of bursts at one per 0.2 s, plus the final
-    gaps = [b - a for (a, _), (b, _) in zip(sent, sent[1:])]
-    assert all(g >= 0.19 for g in gaps), gaps
-    assert "interim 49" in texts or texts[-2].startswith("interim")  # the newest interim wins
-
-
-async def test_throttle_survives_a_failing_send():
-    calls = []
-
-    async def send(message):
-        calls.append(message["text"])
-        raise RuntimeError("slack is down")
-
-    throttle = Throttle(send, interval=0.01)
-    throttle.push({"text": "a"})
-    await asyncio.sleep(0.05)
-    with pytest.raises(RuntimeError):
-        await throttle.final({"text": "b"})
-    assert calls == ["a", "b"]
+from bot.slack.runtime import Deduper, command_kind, normalize_text
 
 
 def test_deduper_remembers_within_its_window_only():
