@@ -61,13 +61,15 @@ HELP_FLAG = ("--help", "Print usage")
 _IMAGES = (("images",), ("image", "ls"), ("image", "list"))
 _RMI = (("rmi",), ("image", "rm"), ("image", "remove"))
 _PULL = (("pull",), ("image", "pull"))
+_RUN = (("run",),)  # its IMAGE (the first argument); the command after it is the image's
 FILTERS: dict[tuple[str, ...], Mapping[str, str]] = {
     **{p: LIST_FILTERS for p in _IMAGES},
     ("image", "prune"): PRUNE_FILTERS,
     ("search",): SEARCH_FILTERS,
 }
 # Arguments that name local images: (with image IDs?)
-IMAGE_ARGS: dict[tuple[str, ...], bool] = {**{p: True for p in _RMI}, **{p: False for p in _IMAGES + _PULL}}
+IMAGE_ARGS: dict[tuple[str, ...], bool] = {**{p: True for p in _RMI + _RUN},
+                                           **{p: False for p in _IMAGES + _PULL}}
 # Filter values that are image references (before=busybox:1.36).
 _IMAGE_FILTERS = frozenset({"before", "since"})
 
@@ -228,6 +230,8 @@ def _in_command(spec: CommandSpec, rest: list[str], word: str, images: Images) -
         return found
     if spec.max_args is not None and nargs >= spec.max_args:
         return []
+    if spec.path in _RUN and nargs > 0:
+        return []  # after the image comes the image's own command
     if spec.path in IMAGE_ARGS:
         return image_candidates(images(), with_ids=IMAGE_ARGS[spec.path], word=word)
     return []

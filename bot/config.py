@@ -8,9 +8,12 @@ their ``.env`` in one go instead of one traceback at a time.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+from bot.credentials import RegistryLogin, docker_config_problems, parse_registry_logins
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -25,6 +28,10 @@ class ConfigError(Exception):
 class Settings:
     docker_host: str = DEFAULT_DOCKER_HOST
     engine_timeout: float = 60.0
+    pull_stall_timeout: float = 120.0  # a pull that receives nothing for this long ends
+    # credentials for private registries: DOCKHAND_REGISTRY_<NAME>_* (passwords never in repr)
+    registry_logins: tuple[RegistryLogin, ...] = ()
+    docker_config: str = ""  # $DOCKER_CONFIG (a directory); "" = ~/.docker
     host_label: str = ""
     search_index: str = ""
     slack_bot_token: str = ""
@@ -43,6 +50,11 @@ class Settings:
     audit_channel: str = ""
     reply_visibility: str = "ephemeral"  # or "in_channel"
     log_level: str = "INFO"
+    # `docker run` smoke tests: time limit (s), memory (bytes), CPUs, processes
+    run_timeout: float = 30.0
+    run_memory: int = 256 * 1024 * 1024
+    run_cpus: float = 1.0
+    run_pids: int = 128
 
     @property
     def slack_enabled(self) -> bool:
@@ -63,6 +75,11 @@ class Settings:
     @property
     def audit_log_path(self) -> Path:
         return self.state_path / "audit.jsonl"
+
+    def run_limits(self):
+        from handlers.ports import RunLimits
+
+        return RunLimits(memory=self.run_memory, cpus=self.run_cpus, pids=self.run_pids, timeout=self.run_timeout)
 
     def policy(self):
         from handlers.access import Policy
@@ -90,6 +107,41 @@ def load_dotenv_file(path: str | os.PathLike | None = None) -> None:
     from dotenv import load_dotenv
 
     load_dotenv(dotenv_path=path or Path.cwd() / ".env", override=False)
+
+
+_RAM = re.compile(r"(\d+(?:\.\d+)?) ?([kmgt]?)i?b?", re.IGNORECASE)
+MIN_RUN_MEMORY = 6 * 1024 * 1024  # the engine's own minimum memory limit
+
+
+def _ram(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
+    """A memory size as `docker run -m` reads it (go-units RAMInBytes: 256m, 1g, 512MiB, bytes)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    m = _RAM.fullmatch(raw)
+    if not m:
+        problems.append(f"{name}={raw!r} is not a memory size (e.g. {name}=256m or 1g)")
+        return default
+    value = int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
+    if value < MIN_RUN_MEMORY:
+        problems.append(f"{name}={raw!r} is below the engine's minimum of 6m")
+        return default
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default, problems: list[str], kind=float):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number (e.g. {name}={default:g})")
+        return default
+    if value <= 0:
+        problems.append(f"{name}={raw!r} must be more than 0")
+        return default
+    return value
 
 
 def _float(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
@@ -149,9 +201,20 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
     if audit_channel and not (audit_channel[:1] in "CG" and audit_channel.isalnum()):
         problems.append(f"DOCKHAND_AUDIT_CHANNEL={audit_channel!r} is not a Slack channel ID (C… or G…)")
 
+    # Private registries: DOCKHAND_REGISTRY_<NAME>_{HOST,USERNAME,PASSWORD|PASSWORD_FILE},
+    # then the Docker CLI's $DOCKER_CONFIG/config.json (auths, credHelpers, credsStore).
+    # Problems name the variable or the file, never a password.
+    registry_logins, login_problems = parse_registry_logins(env)
+    problems.extend(login_problems)
+    docker_config = env.get("DOCKER_CONFIG", "").strip()
+    problems.extend(docker_config_problems(docker_config, path=env.get("PATH")))
+
     settings = Settings(
         docker_host=docker_host,
         engine_timeout=_float(env, "DOCKHAND_ENGINE_TIMEOUT", 60.0, problems),
+        pull_stall_timeout=_float(env, "DOCKHAND_PULL_STALL_TIMEOUT", 120.0, problems),
+        registry_logins=registry_logins,
+        docker_config=docker_config,
         host_label=env.get("DOCKHAND_HOST_LABEL", "").strip(),
         search_index=env.get("DOCKHAND_SEARCH_INDEX", "").strip().rstrip("/"),
         slack_bot_token=env.get("SLACK_BOT_TOKEN", "").strip(),
@@ -170,6 +233,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         audit_channel=audit_channel,
         reply_visibility=visibility,
         log_level=log_level,
+        run_timeout=_float(env, "DOCKHAND_RUN_TIMEOUT", 30.0, problems),
+        run_memory=_ram(env, "DOCKHAND_RUN_MEMORY", 256 * 1024 * 1024, problems),
+        run_cpus=_positive(env, "DOCKHAND_RUN_CPUS", 1.0, problems),
+        run_pids=_positive(env, "DOCKHAND_RUN_PIDS", 128, problems, kind=int),
     )
     if slack or (slack is None and settings.slack_enabled):
         problems.extend(slack_problems(settings))

@@ -13,13 +13,17 @@ Facts this module relies on (Engine API 1.41, docker-py 7.1):
   the engine is down. The client is therefore built lazily, in a worker
   thread, and built again on the next call when that failed.
 * ``APIClient.pull(..., stream=True)`` posts with no timeout and returns a
-  generator over the chunked response; the response itself is not handed
-  back, and the engine sends no header before the registry answered. Each
-  pull therefore gets a client of its own whose connection is opened (by a
-  ping) before the pull is sent; its socket is noted when it is made (unix
-  sockets: a one-pool adapter, since docker-py keeps a pool per URL there)
-  or by a response hook (tcp), and a cancelled pull shuts it down, which
-  wakes and frees its worker thread wherever it waits.
+  generator over the chunked response; neither the response nor its socket
+  is handed back, and the engine sends no header before the registry
+  answered. A pull therefore does not go through docker-py: its worker sends
+  ``POST /images/create`` itself with the standard library's HTTP client, on
+  a connection it opens (unix or TCP), so it owns the socket. Every read
+  waits at most the stall timeout (nothing received for that long ends the
+  pull with :class:`EngineTimeout`), and stopping a pull (cancel, close)
+  shuts that socket down, which wakes the worker wherever it waits and makes
+  the engine cancel its side of the pull. Credentials for the reference's
+  registry (:mod:`bot.credentials`) go in ``X-Registry-Auth`` as the CLI
+  sends them, and are scrubbed from anything the pull reports.
 * A pull can fail inside a 200 stream: the last event is then
   ``{"errorDetail": {"message": …}, "error": …}`` and docker-py raises
   nothing, so every event is scanned.
@@ -31,11 +35,18 @@ Facts this module relies on (Engine API 1.41, docker-py 7.1):
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
+import dataclasses
 import http.client
 import json
+import logging
 import re
+import secrets
 import socket
+import ssl
 import threading
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence, TypeVar
@@ -44,9 +55,8 @@ import docker
 import docker.errors
 import requests
 import urllib3.exceptions
-from docker.transport import UnixHTTPAdapter
-from docker.transport.unixconn import UnixHTTPConnectionPool
 
+from bot.credentials import CredentialStore, RegistryAuth
 from handlers.errors import (
     Conflict,
     DockhandError,
@@ -67,12 +77,16 @@ from handlers.ports import (
     PruneResult,
     PullEvent,
     RemoveResult,
+    RunLimits,
+    RunResult,
     SearchResult,
 )
 
 __all__ = ["DockerEngine", "map_error", "map_stream_error", "DAEMON_PREFIX"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("dockhand.engine")
 
 DAEMON_PREFIX = "Error response from daemon: "
 
@@ -88,6 +102,7 @@ OP_INFO = "info"
 OP_VERSION = "version"
 OP_CONTAINERS = "container list"
 OP_DF = "system df"
+OP_RUN = "container run"
 
 # Operations whose failures may come from a registry rather than the engine.
 _REGISTRY_OPS = frozenset({OP_PULL, OP_SEARCH})
@@ -374,119 +389,133 @@ def _untagged_deleted(entries: Iterable[Mapping[str, str]] | None) -> tuple[tupl
 # --------------------------------------------------------------------------
 # pull streams
 
-_tls = threading.local()
-
-
-def _record_response(response, *args, **kwargs):
-    """requests response hook. While a pull's worker has set ``_tls.seen``,
-    note each response of that thread with the socket it arrived on (taken
-    now: a non-streamed response gives its connection back right after)."""
-    seen = getattr(_tls, "seen", None)
-    if seen is not None:
-        seen.append((response, _response_socket(response)))
-    return None
-
-
-def _response_socket(response) -> socket.socket | None:
-    raw = getattr(response, "raw", None)
-    conn = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
-    sock = getattr(conn, "sock", None)
-    return sock if isinstance(sock, socket.socket) else None
-
-
-class _ReportingUnixPool(UnixHTTPConnectionPool):
-    """Connects each new connection at once and reports its socket."""
-
-    def __init__(self, base_url: str, socket_path: str, timeout: float,
-                 on_socket: Callable[[socket.socket], None]):
-        super().__init__(base_url, socket_path, timeout, maxsize=1)
-        self._on_socket = on_socket
-
-    def _new_conn(self):
-        conn = super()._new_conn()
-        conn.connect()
-        self._on_socket(conn.sock)
-        return conn
-
-
-class _OnePoolUnixAdapter(UnixHTTPAdapter):
-    """A unix-socket adapter with one pool for every URL (one pull's client)."""
-
-    def __init__(self, socket_path: str, timeout: float, on_socket: Callable[[socket.socket], None]):
-        super().__init__("http+unix://" + socket_path, timeout, pool_connections=1, max_pool_size=1)
-        self._on_socket = on_socket
-        self._pool: _ReportingUnixPool | None = None
-        self._pool_lock = threading.Lock()
-
-    def get_connection(self, url, proxies=None):
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = _ReportingUnixPool(url, self.socket_path, self.timeout, self._on_socket)
-            return self._pool
-
-    def close(self) -> None:
-        super().close()
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+DEFAULT_STALL_TIMEOUT = 120.0  # seconds without a byte from the engine before a pull ends
 
 
 class _PullStream:
     """What the event loop and a pull's worker thread share.
 
-    The worker's client opens its connection (with a ping) before the pull
-    is sent and reports the socket, so it is known even while the engine has
-    not answered yet; :meth:`stop` shuts that socket down, which wakes a
-    worker blocked on it at any point."""
+    The worker's connection hands over its socket as soon as it has made it,
+    before anything is sent, so :meth:`stop` can shut it down at any point
+    (while the engine has not answered yet, or mid-stream): that wakes a
+    worker blocked on it, and the engine, seeing its client gone, cancels the
+    pull. Only public socket calls: ``shutdown``, then ``close``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.stopped = False
-        self._sockets: list[socket.socket] = []
-        self._response = None
+        self._sock: socket.socket | None = None
 
-    def attach(self, sock: socket.socket | None = None, response=None) -> None:
+    def attach(self, sock: socket.socket) -> None:
         with self._lock:
-            if sock is not None:
-                self._sockets.append(sock)
-            if response is not None:
-                self._response = response
-            stopped = self.stopped
-        if stopped:
-            self._interrupt()
+            self._sock = sock
+            if self.stopped:
+                self._interrupt()
 
     def stop(self) -> None:
         """Ask the worker to stop; wakes it if it is blocked reading."""
         with self._lock:
             self.stopped = True
-        self._interrupt()
+            self._interrupt()
 
-    def _interrupt(self) -> None:
-        with self._lock:
-            sockets = list(self._sockets)
-            response = self._response
-        for sock in sockets:
+    def _interrupt(self) -> None:  # the lock is held
+        if self._sock is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                # the plain socket's shutdown(2), for TLS too: it only wakes the reader
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
             except OSError:
-                pass
-        if not sockets and response is not None:
-            # not a plain socket (ssh, npipe): closing is all we can do
-            try:
-                response.close()
-            except Exception:
                 pass
 
     def release(self) -> None:
         with self._lock:
-            response, self._response = self._response, None
-            self._sockets.clear()
-        if response is not None:
+            sock, self._sock = self._sock, None
+        if sock is not None:
             try:
-                response.close()
-            except Exception:
+                sock.close()
+            except OSError:
                 pass
+
+
+class _PullConnection(http.client.HTTPConnection):
+    """HTTP to the engine on a socket this module opens itself: a unix socket
+    (``unix://``), TCP (``tcp://``, ``http://``) or TLS over TCP with the
+    system's CAs (``https://``). ``on_socket`` gets it as soon as it exists;
+    once connected, every wait for the engine lasts at most ``stall_timeout``."""
+
+    def __init__(self, docker_host: str, connect_timeout: float, stall_timeout: float,
+                 on_socket: Callable[[socket.socket], None]):
+        self._unix_path = _unix_socket_path(docker_host)
+        self._tls: ssl.SSLContext | None = None
+        if self._unix_path is not None:
+            host, port = "localhost", None
+        else:
+            parsed = urllib.parse.urlsplit(docker_host)
+            try:
+                port = parsed.port
+            except ValueError:
+                port = None
+            host = parsed.hostname or ""
+            if parsed.scheme == "https" and host:
+                self._tls, port = ssl.create_default_context(), port or 443
+            elif not (parsed.scheme in ("tcp", "http") and host and port):
+                raise EngineError(f"{OP_PULL} failed: Dockhand pulls through a unix://, tcp:// or https:// "
+                                  f"DOCKER_HOST, not {docker_host}")
+        super().__init__(host, port, timeout=connect_timeout)
+        self._stall_timeout = stall_timeout
+        self._on_socket = on_socket
+
+    def connect(self) -> None:
+        if self._unix_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._on_socket(sock)
+            sock.settimeout(self.timeout)
+            sock.connect(self._unix_path)
+        else:
+            sock = socket.create_connection((self.host, self.port), self.timeout)
+            self._on_socket(sock)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+                self._on_socket(sock)
+        sock.settimeout(self._stall_timeout)
+        self.sock = sock
+
+
+def _json_stream(response: http.client.HTTPResponse) -> Iterable[Any]:
+    """The JSON values of the engine's progress stream as they arrive (one a
+    line, but a value may be split across reads)."""
+    decoder = json.JSONDecoder()
+    text = codecs.getincrementaldecoder("utf-8")("replace")
+    buf = ""
+    while True:
+        chunk = response.read1(65536)
+        if not chunk:
+            return
+        buf += text.decode(chunk)
+        pos, size = 0, len(buf)
+        while True:
+            while pos < size and buf[pos] in " \t\r\n":
+                pos += 1
+            if pos >= size:
+                break
+            try:
+                value, pos = decoder.raw_decode(buf, pos)
+            except ValueError:  # not complete yet
+                break
+            yield value
+        buf = buf[pos:]
+
+
+def _for_person(error: EngineError, auth: RegistryAuth | None) -> EngineError:
+    """``error`` without any form of the credentials in its words; a refusal
+    gets a hint naming where credentials come from."""
+    if auth is None:
+        return error
+    if isinstance(error, RegistryUnauthorized):
+        error.hint = auth.unauthorized_hint()
+    error.message = auth.scrub(error.message)
+    error.hint = auth.scrub(error.hint)
+    error.args = (error.message,)
+    return error
 
 
 # --------------------------------------------------------------------------
@@ -556,11 +585,18 @@ def _remove_over_one_connection(path: str, version: str, calls: list[tuple[str, 
 class DockerEngine:
     """A Docker Engine at ``docker_host`` (``unix:///…``, ``tcp://…``)."""
 
-    def __init__(self, docker_host: str, *, timeout: float = 60.0, max_workers: int = 8):
+    def __init__(self, docker_host: str, *, timeout: float = 60.0, max_workers: int = 8,
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT, credentials: CredentialStore | None = None):
         if max_workers < 2:
             raise ValueError("max_workers must be at least 2")
+        if stall_timeout <= 0:
+            raise ValueError("stall_timeout must be more than 0 seconds")
         self._host = docker_host
         self._timeout = float(timeout)
+        # A pull that receives nothing for this long ends (DOCKHAND_PULL_STALL_TIMEOUT).
+        self._stall_timeout = float(stall_timeout)
+        # Registry credentials for pulls; by default the Docker CLI's config ($DOCKER_CONFIG).
+        self._credentials = credentials if credentials is not None else CredentialStore()
         self._executor = ThreadPoolExecutor(max_workers=max_workers,
                                             thread_name_prefix="dockhand-engine")
         self._max_workers = max_workers
@@ -612,23 +648,6 @@ class DockerEngine:
                                     timeout=self._timeout) from exc
                 self._api = api
             return self._api
-
-    def _stream_client(self, stream: _PullStream) -> docker.APIClient:
-        """A client of its own for one pull, with the API version the shared
-        client negotiated (so building it asks nothing), whose connection's
-        socket ``stream`` learns as soon as it is opened."""
-        shared = self._client()
-        api = docker.APIClient(base_url=self._host, version=shared.api_version,
-                               timeout=self._timeout, max_pool_size=1)
-        adapter = api.get_adapter(api.base_url)
-        if isinstance(adapter, UnixHTTPAdapter):
-            # docker-py keeps one pool per URL on a unix socket, so the ping
-            # would not lend its connection to the pull: use a single pool.
-            api.mount("http+docker://", _OnePoolUnixAdapter(
-                adapter.socket_path, adapter.timeout, lambda sock: stream.attach(sock=sock)))
-            adapter.close()
-        api.hooks["response"].append(_record_response)
-        return api
 
     def _check_open(self) -> None:
         if self._closed:
@@ -726,10 +745,12 @@ class DockerEngine:
 
     def _pull_worker(self, repository: str, tag: str, stream: _PullStream,
                      loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
-        """Runs in a worker thread: read the engine's stream into ``queue``.
+        """Runs in a worker thread: send the pull and read the engine's stream
+        into ``queue``.
 
         Puts any number of ("event", PullEvent), then exactly one terminal
-        item: ("done", None), ("error", EngineError) or ("stopped", None)."""
+        item: ("done", None), ("error", EngineError) or ("stopped", None).
+        Nothing that reaches the queue carries the credentials sent."""
         ref = f"{repository}:{tag}"
 
         def put(kind: str, payload: Any) -> None:
@@ -739,49 +760,67 @@ class DockerEngine:
                 pass
 
         terminal: tuple[str, Any] = ("stopped", None)
-        api: docker.APIClient | None = None
+        auth: RegistryAuth | None = None
+        conn: _PullConnection | None = None
+        sent = False
         try:
             if stream.stopped:
                 return
-            api = self._stream_client(stream)
-            _tls.seen = seen = []
-            try:
-                api.ping()  # opens the one connection the pull will use
-                if seen:
-                    stream.attach(sock=seen[-1][1])
-                if stream.stopped:
-                    return
-                seen.clear()
-                try:
-                    events = api.pull(repository, tag=tag, stream=True, decode=True)
-                finally:
-                    if seen:  # the pool may have had to open a new connection
-                        response, sock = seen[-1]
-                        stream.attach(sock=sock, response=response)
-            finally:
-                _tls.seen = None
-            for raw in events:
+            version = self._client().api_version  # negotiated once, by the shared client
+            auth = self._credentials.lookup(repository)
+            if auth.problem:
+                log.warning("pull %s: no credentials for %s: %s", ref, auth.registry, auth.problem)
+            elif auth.source:
+                log.debug("pull %s: credentials for %s from %s", ref, auth.registry, auth.source)
+            if stream.stopped:
+                return
+            conn = _PullConnection(self._host, self._timeout, self._stall_timeout, stream.attach)
+            conn.connect()  # from here on, every wait for the engine lasts at most the stall timeout
+            if stream.stopped:
+                return
+            query = urllib.parse.urlencode({"fromImage": repository, "tag": tag})
+            headers = {"Content-Length": "0"}
+            if auth.header():
+                headers["X-Registry-Auth"] = auth.header()
+            sent = True
+            conn.request("POST", f"/v{version}/images/create?{query}", headers=headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                raise _api_error(response.status, response.reason, response.read())
+            for raw in _json_stream(response):
                 if stream.stopped:
                     return
                 if not isinstance(raw, dict):
                     continue
                 event = _event(raw)
+                if auth.auth:
+                    event = dataclasses.replace(event, status=auth.scrub(event.status),
+                                                error=auth.scrub(event.error))
                 put("event", event)
                 if event.error:  # an error inside a 200 stream: it ends here
-                    terminal = ("error", map_stream_error(event.error, operation=OP_PULL, ref=ref))
+                    terminal = ("error", _for_person(map_stream_error(event.error, operation=OP_PULL, ref=ref),
+                                                     auth))
                     return
             terminal = ("stopped", None) if stream.stopped else ("done", None)
         except Exception as exc:
             if not stream.stopped:
-                terminal = ("error", map_error(exc, host=self._host, operation=OP_PULL,
-                                               timeout=self._timeout, ref=ref))
+                if sent and _is_timeout(exc):
+                    error: EngineError = EngineTimeout(
+                        f"the pull of {ref} was stopped: the registry sent nothing for "
+                        f"{_fmt_seconds(self._stall_timeout)} s",
+                        f"Nothing arrived from the engine at {self._host} for "
+                        f"{_fmt_seconds(self._stall_timeout)} s (DOCKHAND_PULL_STALL_TIMEOUT), so Dockhand "
+                        "ended the pull and the engine's transfer with it. Check the registry and the "
+                        "host's way to it, then pull again; raise DOCKHAND_PULL_STALL_TIMEOUT if the "
+                        "registry is only slow.")
+                    log.warning("pull %s: nothing received for %g s: stopped", ref, self._stall_timeout)
+                else:
+                    error = map_error(exc, host=self._host, operation=OP_PULL, timeout=self._timeout, ref=ref)
+                terminal = ("error", _for_person(error, auth))
         finally:
-            stream.release()
-            if api is not None:
-                try:
-                    api.close()
-                except Exception:
-                    pass
+            stream.release()  # first: stop() no longer touches the socket
+            if conn is not None:
+                conn.close()
             with self._streams_lock:
                 self._streams.discard(stream)
             put(*terminal)
@@ -930,3 +969,249 @@ class DockerEngine:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
+
+    # -- containers: `docker run` as a smoke test (handlers/run.py) ----------
+    #
+    # A container's whole life (create, start, wait, output, remove) runs in
+    # a thread of its own, not in the pool: it waits up to the time limit, and
+    # a pool worker held that long would make local calls queue. The thread
+    # removes the container in a `finally`, whatever happens to the caller; a
+    # cancelled caller kills the container (by its name, chosen before it is
+    # created) so that thread ends at once. Each container carries a deadline
+    # label: a run that finds one past it (its Dockhand died mid-run) removes it.
+
+    run_limits: RunLimits = RunLimits()  # wiring sets the host's settings
+
+    def _run_lane(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        lane: asyncio.Semaphore | None = getattr(self, "_runs_lane", None)
+        if lane is None or getattr(self, "_runs_lane_loop", None) is not loop:
+            lane = asyncio.Semaphore(RUN_SLOTS)
+            self._runs_lane, self._runs_lane_loop = lane, loop
+        return lane
+
+    async def run_container(self, image: str, command: Sequence[str] = (), *,
+                            entrypoint: Sequence[str] | None = None, limits: RunLimits,
+                            tail_lines: int = 50, tail_bytes: int = 8192) -> RunResult:
+        """``docker run --rm`` of ``image`` (already on the host), sandboxed:
+        network mode none, read-only root filesystem, ``limits``, no
+        capabilities, no new privileges; killed at ``limits.timeout``. The
+        container is removed in every case (see :class:`RunResult`)."""
+        if not image:
+            raise AssertionError("run_container() needs an image")
+        self._check_open()
+        async with self._run_lane():
+            self._check_open()
+            job = _RunJob(image=image, command=list(command), entrypoint=None if entrypoint is None
+                          else list(entrypoint), limits=limits, tail_lines=max(1, tail_lines),
+                          tail_bytes=max(1, tail_bytes))
+            loop = asyncio.get_running_loop()
+            job.future = loop.create_future()
+            threading.Thread(target=self._run_worker, args=(job, loop), name="dockhand-run", daemon=False).start()
+            try:
+                outcome = await asyncio.shield(job.future)
+            except asyncio.CancelledError:
+                job.stop.set()
+                with contextlib.suppress(Exception):  # wakes the thread's wait; it removes the container
+                    await self._run(OP_RUN, lambda api: _kill_quietly(api, job.name))
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(job.future), timeout=self._timeout + 10)
+                raise
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if not isinstance(outcome, RunResult):
+                raise EngineError(f"{OP_RUN} of {image} ended without a result")
+            return outcome
+
+    def _run_worker(self, job: "_RunJob", loop: asyncio.AbstractEventLoop) -> None:
+        """Runs in the run's own thread; hands a RunResult or an EngineError to ``job.future``."""
+        outcome: Any = None
+        api: docker.APIClient | None = None
+        created = False
+        try:
+            shared = self._client()
+            api = docker.APIClient(base_url=self._host, version=shared.api_version, timeout=self._timeout,
+                                   max_pool_size=2)
+            _sweep_stale_runs(api)
+            if job.stop.is_set():
+                raise _RunStopped
+            created = True  # from here on, whatever happens, try to remove it
+            api.create_container(job.image, command=job.command or None, entrypoint=job.entrypoint,
+                                 name=job.name, labels=job.labels(), host_config=_run_host_config(api, job.limits),
+                                 network_disabled=True, use_config_proxy=False, tty=False, stdin_open=False)
+            if job.stop.is_set():
+                raise _RunStopped
+            started = time.monotonic()
+            api.start(job.name)
+            timed_out = False
+            try:
+                status = api.wait(job.name, timeout=job.limits.timeout)
+            except Exception as exc:  # noqa: BLE001 - a timeout is the time limit; anything else fails the run
+                if not _is_timeout(exc):
+                    raise
+                timed_out = True
+                _kill_quietly(api, job.name)
+                status = api.wait(job.name, timeout=self._timeout)
+            duration = time.monotonic() - started
+            if job.stop.is_set():
+                raise _RunStopped
+            raw = api.logs(job.name, stdout=True, stderr=True, tail=job.tail_lines + 1)
+            output, truncated = _output_tail(raw, job.tail_lines, job.tail_bytes)
+            info = api.inspect_container(job.name)
+            state = info.get("State") or {}
+            code = (status or {}).get("StatusCode")
+            outcome = RunResult(exit_code=int(code if code is not None else state.get("ExitCode", -1)),
+                                output_tail=output, timed_out=timed_out, image_id=str(info.get("Image") or ""),
+                                container=job.name, truncated=truncated, oom_killed=bool(state.get("OOMKilled")),
+                                duration=round(duration, 3))
+        except _RunStopped:
+            outcome = _RunStopped()
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the caller as a typed error
+            outcome = map_error(exc, host=self._host, operation=OP_RUN, timeout=self._timeout, ref=job.image)
+        finally:
+            problem = _remove_run(api, job.name) if created and api is not None else ""
+            if problem:
+                if isinstance(outcome, RunResult):
+                    outcome = _replace(outcome, removed=False, cleanup_error=problem)
+                elif isinstance(outcome, EngineError):
+                    outcome = EngineError(f"{outcome.message} (and the container {job.name} could not be "
+                                          f"removed: {problem})", outcome.hint)
+            if api is not None:
+                with contextlib.suppress(Exception):
+                    api.close()
+            _settle(loop, job.future, outcome)
+
+
+# --------------------------------------------------------------------------
+# containers: helpers of DockerEngine.run_container
+
+RUN_SLOTS = 4  # smoke tests at once per engine; more wait their turn
+RUN_LABEL = "org.dockhand.run"
+RUN_DEADLINE_LABEL = "org.dockhand.run.deadline"  # epoch seconds after which any Dockhand removes it
+RUN_GRACE = 120.0  # seconds after the time limit for Dockhand's own clean-up, before others step in
+RUN_LOG_MAX = "1m"  # the engine keeps at most this much output of a run
+
+
+class _RunStopped(Exception):
+    """The caller went away (cancelled): nothing to report, only clean up."""
+
+
+class _RunJob:
+    def __init__(self, *, image: str, command: list[str], entrypoint: list[str] | None, limits: RunLimits,
+                 tail_lines: int, tail_bytes: int):
+        self.image = image
+        self.command = command
+        self.entrypoint = entrypoint
+        self.limits = limits
+        self.tail_lines = tail_lines
+        self.tail_bytes = tail_bytes
+        self.name = "dockhand-run-" + secrets.token_hex(6)
+        self.deadline = time.time() + limits.timeout + RUN_GRACE
+        self.stop = threading.Event()
+        self.future: asyncio.Future | None = None
+
+    def labels(self) -> dict[str, str]:
+        return {RUN_LABEL: "smoke-test", RUN_DEADLINE_LABEL: f"{self.deadline:.0f}"}
+
+
+def _run_host_config(api: docker.APIClient, limits: RunLimits) -> dict:
+    return api.create_host_config(
+        network_mode="none",
+        read_only=True,
+        tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={int(limits.tmpfs)}"},
+        mem_limit=int(limits.memory),
+        memswap_limit=int(limits.memory),  # no swap beyond the memory limit
+        nano_cpus=int(round(limits.cpus * 1e9)),
+        pids_limit=int(limits.pids),
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        log_config={"type": "json-file", "config": {"max-size": RUN_LOG_MAX, "max-file": "1"}},
+        auto_remove=False,  # removed by Dockhand once its output is read
+    )
+
+
+def _kill_quietly(api: docker.APIClient, name: str) -> None:
+    """SIGKILL; a container already stopped (409) or gone (404) is fine."""
+    try:
+        api.kill(name)
+    except docker.errors.APIError as exc:
+        if exc.status_code not in (404, 409):
+            raise
+
+
+def _remove_run(api: docker.APIClient, name: str) -> str:
+    """Remove a run's container and its anonymous volumes (``--rm``); "" when
+    it is gone (or never was), else why not (after one retry)."""
+    problem = ""
+    for attempt in range(2):
+        try:
+            api.remove_container(name, force=True, v=True)
+            return ""
+        except docker.errors.NotFound:
+            return ""
+        except Exception as exc:  # noqa: BLE001 - reported, never raised from a finally
+            problem = map_error(exc, host=str(api.base_url), operation=OP_RUN).message
+            if attempt == 0:
+                time.sleep(0.5)
+    return problem
+
+
+def _sweep_stale_runs(api: docker.APIClient) -> None:
+    """Remove run containers past their deadline (best effort)."""
+    now = time.time()
+    try:
+        stale = [c.get("Id") for c in api.containers(all=True, filters={"label": RUN_LABEL})
+                 if _deadline(c.get("Labels") or {}) < now]
+    except Exception:  # noqa: BLE001 - a sweep never fails a run
+        return
+    for cid in stale:
+        with contextlib.suppress(Exception):
+            api.remove_container(cid, force=True, v=True)
+
+
+def _deadline(labels: Mapping[str, str]) -> float:
+    try:
+        return float(labels.get(RUN_DEADLINE_LABEL) or "inf")
+    except ValueError:
+        return float("inf")
+
+
+def _output_tail(raw: bytes | str | None, lines: int, limit: int) -> tuple[str, bool]:
+    """The last ``lines`` lines and at most ``limit`` bytes of ``raw``, as
+    text; and whether anything earlier was left out."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "replace")
+    data = raw or b""
+    parts = data.split(b"\n")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    truncated = len(parts) > lines
+    data = b"\n".join(parts[-lines:])
+    if len(data) > limit:
+        data = data[-limit:]
+        cut = data.find(b"\n")
+        if 0 <= cut < len(data) - 1:
+            data = data[cut + 1:]  # no half line at the top
+        truncated = True
+    return data.decode("utf-8", "replace"), truncated
+
+
+def _replace(result: RunResult, **changes: Any) -> RunResult:
+    import dataclasses
+
+    return dataclasses.replace(result, **changes)
+
+
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future | None, outcome: Any) -> None:
+    """Hand ``outcome`` to the event loop's future, from the run's thread."""
+    if future is None:
+        return
+
+    def settle() -> None:
+        if not future.done():
+            future.set_result(outcome)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop is gone: nobody is waiting
+        pass

@@ -53,10 +53,14 @@ def build_services(settings: Settings) -> Services:
     """The engine adapter, the state store (SQLite) and the audit log
     (hash-chained JSON Lines) in the state directory, and the access policy."""
     from bot.audit_log import AuditLog
+    from bot.credentials import CredentialStore
     from bot.engine import DockerEngine
     from bot.store import SqliteStore
 
-    engine = DockerEngine(settings.docker_host, timeout=settings.engine_timeout)
+    credentials = CredentialStore(settings.registry_logins, docker_config=settings.docker_config)
+    engine = DockerEngine(settings.docker_host, timeout=settings.engine_timeout,
+                          stall_timeout=settings.pull_stall_timeout, credentials=credentials)
+    engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host
     state = settings.state_path
     return Services(engine=engine, host_label=settings.host_label, search_index=settings.search_index,
                     client_info=client_info(), store=SqliteStore.open(state),

@@ -1,8 +1,10 @@
 """Who may run, confirm or cancel what: the one place that decides.
 
 Roles grow: a *viewer* runs read-only commands, an *operator* also pulls, an
-*admin* also removes (rmi, prune). A command's role follows from its effect
-in the command table (``CommandSpec.effect``), never from its name.
+*admin* also removes (rmi, prune) and runs smoke tests (``docker run``). A
+command's role follows from its effect in the command table
+(``CommandSpec.effect``), or from its ``CommandSpec.role`` when the table asks
+for more than the effect implies; never from its name.
 
 Grants are Slack user IDs (``U…``/``W…``) and user-group IDs (``S…``); the
 front end tells which of the configured groups an actor belongs to
@@ -36,6 +38,7 @@ class Role(enum.IntEnum):
 
 
 ROLE_FOR_EFFECT = {READ: Role.VIEWER, WRITE: Role.OPERATOR, DESTRUCTIVE: Role.ADMIN}
+ROLE_BY_NAME = {"viewer": Role.VIEWER, "operator": Role.OPERATOR, "admin": Role.ADMIN}
 SETTING_FOR_ROLE = {Role.VIEWER: "DOCKHAND_VIEWERS", Role.OPERATOR: "DOCKHAND_OPERATORS",
                     Role.ADMIN: "DOCKHAND_ADMINS"}
 
@@ -95,13 +98,21 @@ def _grant_hint(actor: Actor, role: Role) -> str:
             f"{SETTING_FOR_ROLE[role]} (or to a setting of a higher role), then restarting Dockhand.")
 
 
-def authorise(policy: Policy, actor: Actor, effect: str, command_path: str) -> Denial | None:
-    """May ``actor`` run a command of this effect here? None when yes."""
+def role_needed(effect: str, role: str = "") -> Role:
+    """The role a command needs: what its effect implies, or its own
+    ``CommandSpec.role`` when that is higher (``docker run`` is a WRITE that
+    needs an admin)."""
+    need = ROLE_FOR_EFFECT[effect]
+    return max(need, ROLE_BY_NAME[role]) if role else need
+
+
+def authorise(policy: Policy, actor: Actor, effect: str, command_path: str, role: str = "") -> Denial | None:
+    """May ``actor`` run a command of this effect (and declared role) here? None when yes."""
     if actor.via == "slack" and policy.channels and actor.channel not in policy.channels:
         return Denial(f"Dockhand does not take commands in this channel ({actor.channel or 'unknown'}).",
                       "Use one of the channels listed in DOCKHAND_CHANNELS, or ask an admin to add this one.",
                       "channel not allowed")
-    need = ROLE_FOR_EFFECT[effect]
+    need = role_needed(effect, role)
     have = policy.role_of(actor)
     if have >= need:
         return None

@@ -69,6 +69,13 @@ class CommandSpec:
     # DESTRUCTIVE commands: predicts what running would do (a handlers.plans.Plan),
     # for the confirmation; the confirm step calls it again before acting
     planner: Callable | None = None
+    # The role it needs when that is higher than its effect implies ("admin"
+    # for `docker run`, a WRITE); "" = what the effect implies. Honoured by
+    # handlers/access.py only.
+    role: str = ""
+    # False: flags end at the first argument, the rest is the argument list
+    # (pflag's SetInterspersed(false), as `docker run IMAGE COMMAND -x` needs)
+    interspersed: bool = True
 
     @property
     def read_only(self) -> bool:
@@ -222,6 +229,9 @@ def parse_flags(spec: CommandSpec, words: list[str], line: str) -> Parsed:
                 break
             continue
         args.append(word)
+        if not spec.interspersed:
+            args.extend(words[i:])
+            break
 
     if parsed.help:
         return parsed

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import difflib
 
-from . import audit, images, pull, rmi, search, system
+from . import audit, images, pull, rmi, run, search, system
 from .argv import CommandSpec
 from .errors import UsageError
 
 TABLE: tuple[CommandSpec, ...] = (images.SPECS + search.SPECS + system.SPECS + pull.SPECS + rmi.SPECS
-                                  + audit.SPECS)
+                                  + audit.SPECS + run.SPECS)
 _BY_PATH = {spec.path: spec for spec in TABLE}
 
 MANAGEMENT = {
@@ -19,7 +19,6 @@ MANAGEMENT = {
 
 # Docker commands Dockhand deliberately does not run, with what to do instead.
 NOT_HERE = {
-    "run": "Dockhand manages images, not containers: run containers on the host itself.",
     "ps": "Dockhand manages images; `docker info` shows how many containers exist.",
     "build": "Build on a CI runner or the host, then `docker pull` the result here.",
     "push": "Push from where the image is built.",

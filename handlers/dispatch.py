@@ -78,6 +78,12 @@ class Command:
         return spec.effect
 
     @property
+    def role(self) -> str:
+        """The role the command declares beyond its effect ("" for none, and for --help)."""
+        spec = self.spec
+        return spec.role if spec is not None and not self.parsed.help else ""
+
+    @property
     def path(self) -> str:
         return self.spec.command_path if self.spec is not None else "docker"
 
@@ -200,7 +206,7 @@ async def _run(command: Command, actor: Actor, services: Services, emit: Emit) -
     if parsed.help:
         return Reply(line, (Preformatted(command_help(spec)),), summary=f"usage of {spec.command_path}")
     call = Call(parsed, actor, services, emit, substitution=command.substitution)
-    denial = access.authorise(services.access(), actor, spec.effect, spec.command_path)
+    denial = access.authorise(services.access(), actor, spec.effect, spec.command_path, spec.role)
     if denial is not None:
         return await operations.denied(call, denial)
     if spec.effect == DESTRUCTIVE:

@@ -67,9 +67,9 @@ async def audit(services: Services, event: str, op: Operation, actor: Actor | No
 
 
 def _kind(call: Call) -> str:
-    """"pull", "prune" or "rmi" (rm and remove are rmi)."""
+    """"pull", "run", "prune" or "rmi" (rm and remove are rmi)."""
     last = call.parsed.spec.path[-1]
-    return last if last in ("pull", "prune") else "rmi"
+    return last if last in ("pull", "run", "prune") else "rmi"
 
 
 def _operation(call: Call, kind: str, **kw: Any) -> Operation:
@@ -369,7 +369,8 @@ async def run_write(call: Call) -> Reply:
         await services.store.transition(op.id, ["running"], "interrupted", now=services.clock(),
                                         result={"reason": "stopped while it ran"})
         raise
-    detail = {k: v for k, v in reply.meta.items() if k in ("digest", "image_id", "reference")}
+    detail = {k: v for k, v in reply.meta.items()
+              if k in ("digest", "image_id", "reference", "exit_code", "timed_out", "container")}
     detail["result"] = reply.summary
     return await _finish(op, call.actor, services, "done" if reply.ok else "failed", started, reply, **detail)
 

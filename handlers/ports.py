@@ -74,6 +74,36 @@ class SearchResult:
     is_automated: bool = False
 
 
+@dataclass(frozen=True)
+class RunLimits:
+    """What one smoke-test container (``docker run``) may use: the host's
+    settings (DOCKHAND_RUN_*). It never has a network, and its root
+    filesystem is read-only whatever these say."""
+
+    memory: int = 256 * 1024 * 1024  # bytes of memory, swap included (no swap beyond it)
+    cpus: float = 1.0  # CPUs' worth of time
+    pids: int = 128  # processes and threads at once
+    timeout: float = 30.0  # seconds from start; then it is killed
+    tmpfs: int = 16 * 1024 * 1024  # bytes of a writable /tmp (memory, counted in ``memory``)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a smoke-test container ended. It has been removed (``removed``)
+    unless ``cleanup_error`` says why not."""
+
+    exit_code: int  # the container's exit status; -1 when unknown
+    output_tail: str = ""  # the last lines of stdout and stderr, bounded; untrusted text
+    timed_out: bool = False  # still running at the time limit: killed
+    image_id: str = ""  # the image the container ran ("sha256:…")
+    container: str = ""  # the container's name ("dockhand-run-…")
+    truncated: bool = False  # earlier output was left out
+    oom_killed: bool = False  # the kernel killed it for its memory limit
+    duration: float = 0.0  # seconds it ran
+    removed: bool = True
+    cleanup_error: str = ""
+
+
 Filters = Mapping[str, Sequence[str]]
 
 
@@ -119,6 +149,19 @@ class Engine(Protocol):
 
     async def disk_usage(self) -> "DiskUsage":
         """Image disk usage as ``docker system df -v`` counts it (one call)."""
+        ...
+
+    # The limits a smoke test runs with on this host (settings).
+    run_limits: RunLimits
+
+    async def run_container(self, image: str, command: Sequence[str] = (), *,
+                            entrypoint: Sequence[str] | None = None, limits: RunLimits,
+                            tail_lines: int = 50, tail_bytes: int = 8192) -> RunResult:
+        """Run ``image`` (present on the host) once as ``docker run --rm`` would,
+        sandboxed: no network, a read-only root filesystem, ``limits``; wait
+        for it to exit, or kill it at ``limits.timeout``. The container is
+        removed in every case, also when the call fails or is cancelled.
+        ``entrypoint``: None keeps the image's, ``[""]`` clears it."""
         ...
 
 

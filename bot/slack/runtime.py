@@ -282,7 +282,7 @@ def access_denial(line: str, actor: Actor, services: Services):
         command = parse_command(line)
     except Exception:  # noqa: BLE001 - a usage error: dispatch answers it
         return None
-    return access.authorise(services.access(), actor, command.effect, command.path)
+    return access.authorise(services.access(), actor, command.effect, command.path, command.role)
 
 
 # --- the runtime ----------------------------------------------------------------

@@ -941,7 +941,8 @@ async def test_pull_command_fails_on_an_error_inside_the_stream(engine, stack, f
     reg = fake_registry("corrupt")
     reply = await dispatch(f"docker pull {reg.address}/fake/image", Actor("t"), Services(engine=engine))
     assert reply.status is Status.FAILED
-    assert reply.parts[0].message.startswith("filesystem layer verification failed for digest sha256:")
+    error = next(p for p in reply.parts if hasattr(p, "message"))  # after "Using default tag: latest"
+    assert error.message.startswith("filesystem layer verification failed for digest sha256:")
 
 
 async def _until_downloading(it) -> PullEvent:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from handlers.errors import Conflict, ImageNotFound
-from handlers.ports import ContainerRef, DiskUsage, ImageSummary, PullEvent, RemoveResult, SearchResult
+from handlers.ports import (ContainerRef, DiskUsage, ImageSummary, PullEvent, RemoveResult, RunLimits, RunResult,
+                            SearchResult)
 from handlers.refs import parse_normalized
 
 
@@ -112,6 +113,18 @@ class FakeEngine:
 
     async def prune_images(self, *, all=False, filters=None):  # pragma: no cover
         raise AssertionError("Dockhand removes the planned images one by one; it never asks the engine to prune")
+
+    run_limits = RunLimits()
+    # what run_container answers (a RunResult, or an exception to raise)
+    run_result = RunResult(exit_code=0, output_tail="Hello from Dockhand!\n", image_id="sha256:" + "e" * 64,
+                           container="dockhand-run-fake", duration=0.1)
+
+    async def run_container(self, image, command=(), *, entrypoint=None, limits, tail_lines=50, tail_bytes=8192):
+        self.calls.append(("run_container", image, tuple(command), entrypoint, limits))
+        self._maybe_fail()
+        if isinstance(self.run_result, BaseException):
+            raise self.run_result
+        return self.run_result
 
     async def close(self):
         pass

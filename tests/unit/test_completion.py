@@ -199,6 +199,13 @@ def test_images_and_pull_complete_names_without_ids():
     assert texts("pull ubuntu ", "") == []
 
 
+def test_run_completes_its_image_then_leaves_the_command_to_the_image():
+    got = described("run ")
+    assert "ubuntu:16.04" in got and "abababababab" in got
+    assert texts("run --rm ", "ub") == ["ubuntu", "ubuntu:16.04 "]
+    assert texts("run ubuntu:16.04 ", "") == []
+
+
 def test_images_are_asked_only_where_they_complete():
     asked = []
 
@@ -215,7 +222,7 @@ def test_images_are_asked_only_where_they_complete():
 
 
 def test_unknown_commands_and_shell_syntax_complete_nothing():
-    assert texts("run ", "") == [] and texts("images; ", "") == [] and texts('images "open ', "") == []
+    assert texts("ps ", "") == [] and texts("images; ", "") == [] and texts('images "open ', "") == []
     assert texts("bogus ", "--") == []
 
 
