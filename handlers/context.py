@@ -11,6 +11,13 @@ from .replies import Reply
 
 if TYPE_CHECKING:
     from .access import Policy
+    from .pullhub import PullHub
+
+
+def _pull_hub():
+    from .pullhub import PullHub
+
+    return PullHub()
 
 DEFAULT_CONFIRM_TTL = 600.0  # seconds a confirmation stays valid
 
@@ -47,6 +54,7 @@ class Services:
     # those of another process sharing the store (bot/wiring.py knows how)
     runner: str = ""
     runner_alive: Callable[[str], bool] = lambda runner: False
+    pulls: "PullHub" = field(default_factory=lambda: _pull_hub())  # pulls in flight, shared by requests
 
     @property
     def label(self) -> str:

@@ -35,7 +35,8 @@ async def _stream(call: Call, ref: refs.Reference, tag: str, lines: list[str]):
     title = f"Pulling {ref.familiar()}"
     last_emit = 0.0
     stream_error = ""
-    async for ev in call.engine.pull(ref.name, tag):
+    # one engine pull per image per host: a request for a pull already running joins it
+    async for ev in call.services.pulls.stream(call.engine, call.services.label, ref.name, tag):
         if ev.error:
             # Keep reading: the adapter raises its typed error (with a hint) on
             # the next step. Breaking here would close the stream and lose it.

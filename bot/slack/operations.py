@@ -139,6 +139,11 @@ async def _post(client, channel: str, text: str, *, thread_ts: str = "") -> str:
         return ""
 
 
+async def thread_note(runtime: "SlackRuntime", client, channel: str, ts: str, text: str) -> None:
+    """A line in an operation message's thread (text built by the caller, trusted)."""
+    await _post(client, channel, text, thread_ts=ts)
+
+
 async def record_in_thread(runtime: "SlackRuntime", client, channel: str, ts: str, reply: Reply) -> None:
     """The final record in the operation message's thread, and a copy for the audit channel."""
     op = reply.operation

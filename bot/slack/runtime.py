@@ -500,6 +500,11 @@ class SlackRuntime:
         verb, target = _write_target(line)
         icon, doing, done, failed = _WRITE_WORDS[verb]
         who, what, where = blockkit.mention(actor.id), blockkit.code(target), blockkit.code(self.host)
+        pull_key = self._pull_key(target) if verb == "pull" else None
+        note = self.services.pulls.note(*pull_key) if pull_key else None
+        if note and note.get("channel") == channel and note.get("ts"):
+            await self._join_pull(line, actor, note, respond=respond, client=client)
+            return
         pulling = f"{icon} {who} {doing} {what} on {where}…"
         post = ChannelPost(client, channel, respond)
         first = Reply(command=line, parts=(), summary=f"{doing.split()[-1].capitalize()} {target} on {self.host}…",
@@ -516,6 +521,9 @@ class SlackRuntime:
         async def emit(interim: Reply) -> None:
             try:
                 if announced.done() and not announced.cancelled() and announced.result() and post.ts:
+                    shared = self.services.pulls.note(*pull_key) if pull_key else None
+                    if shared is not None and not shared:
+                        shared.update(channel=post.channel, ts=post.ts)  # later requests join this message
                     post.push(await self.render(interim, command=line, header=pulling, interactive=False))
             except Exception:
                 log.exception("rendering pull progress failed")
@@ -549,6 +557,32 @@ class SlackRuntime:
             from . import operations as slack_operations
 
             await slack_operations.record_in_thread(self, client, post.channel, post.ts, reply)
+
+    def _pull_key(self, target: str) -> tuple[str, str, str] | None:
+        """(host, repository, tag) as handlers/pull.py keys the pulls in flight."""
+        from handlers import refs
+
+        try:
+            ref = refs.parse_normalized(target.split()[-1] if target.split() else "").with_default_tag()
+        except Exception:  # noqa: BLE001 - not a reference: the pull answers with the usage error
+            return None
+        return self.services.label, ref.name, ref.digest or ref.tag
+
+    async def _join_pull(self, line: str, actor: Actor, note: dict, *, respond, client) -> None:
+        """The same image is already being pulled here, announced in this
+        channel: join that pull and its message instead of a second transfer
+        and a second message; the person gets the result privately."""
+        from . import operations as slack_operations
+
+        who = blockkit.mention(actor.id)
+        await slack_operations.thread_note(
+            self, client, note["channel"], note["ts"],
+            f":link: {who} asked for the same pull: they share this one (one transfer).")
+        reply = await self.dispatch(line, actor)
+        await send_response(respond, await self.render(reply, command=line, interactive=False),
+                            response_type="ephemeral")
+        if reply.operation is not None:
+            await slack_operations.record_in_thread(self, client, note["channel"], note["ts"], reply)
 
     @staticmethod
     async def button_value(value: str, respond, *, read_only: bool = False) -> dict | None:

@@ -136,3 +136,37 @@ async def test_pull_where_the_bot_cannot_post_uses_the_response_url(slack_app, e
     assert final.body["response_type"] == "in_channel" and final.body.get("replace_original") is True
     assert "pulled" in final.text
     assert len(fake_slack.responses(sent.rid)) <= 5
+
+
+async def test_a_second_request_for_the_same_pull_joins_the_first(slack_app, engine_services, fake_slack,
+                                                                 remote_image, stack):
+    img = remote_image(size=60_000_000)
+    services = engine_services(operators=frozenset({"UALICE", "UBOB"}))
+    started = []
+    real_pull = services.engine.pull
+
+    def counting_pull(repository, tag, **kw):
+        started.append((repository, tag))
+        return real_pull(repository, tag, **kw)
+
+    services.engine.pull = counting_pull
+    h = await slack_app(services)
+    await h.command("/pull", img.ref, user_id="UALICE")
+    repository, tag = img.ref.rsplit(":", 1)
+    for _ in range(600):  # until the first pull's channel message is known to the pull in flight
+        note = services.pulls.note(services.label, repository, tag)
+        if note and note.get("ts"):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the first pull finished before its message was posted")
+    second = await h.command("/docker", f"pull {img.ref}", user_id="UBOB")
+    answer = await h.reply(second, timeout=60)
+    assert "Status: Downloaded newer image" in answer.text and answer.body["response_type"] == "ephemeral"
+    await fake_slack.wait_for("api", "chat.update", where=lambda c: "pulled" in c.text, timeout=60)
+    announced = [c for c in fake_slack.api_calls("chat.postMessage") if not c.body.get("thread_ts")]
+    assert len(announced) == 1 and "<@UALICE> is pulling" in announced[0].text
+    thread = [c.text for c in fake_slack.api_calls("chat.postMessage") if c.body.get("thread_ts")]
+    assert any("<@UBOB> asked for the same pull" in t for t in thread)
+    assert started == [(repository, tag)]  # one engine pull for both
+    assert stack.docker("image", "inspect", img.ref).returncode == 0

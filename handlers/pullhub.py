@@ -1,0 +1,102 @@
+"""One pull per image per host: concurrent requests share one engine pull.
+
+Two people asking for ``nginx:1.27`` on the same host a second apart should
+not start two transfers from the registry. :class:`PullHub` keeps the pulls in
+flight by (host, reference); the first request starts the engine's pull in a
+task of its own, and every request for the same reference while it runs
+*joins* it: it gets the events seen so far, then the live ones, and ends the
+way the pull ends (done, or the same error). A request that goes away (its
+command cancelled) only leaves; the transfer stops when nobody is left.
+
+Front ends may attach their own data to a pull in flight (``note``), e.g. the
+Slack message the first request posted, so that a later request joins that
+message instead of posting its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from .ports import Engine, PullEvent
+
+_END = object()
+
+
+@dataclass
+class _Shared:
+    events: list[PullEvent] = field(default_factory=list)
+    queues: list[asyncio.Queue] = field(default_factory=list)
+    outcome: BaseException | None = None
+    finished: bool = False
+    task: asyncio.Task | None = None
+    requests: int = 0  # how many requests joined (the first included)
+    note: dict = field(default_factory=dict)  # front ends' data about this pull
+
+
+class PullHub:
+    def __init__(self) -> None:
+        self._pulls: dict[tuple[str, str, str], _Shared] = {}
+
+    def in_flight(self, host: str, repository: str, tag: str) -> _Shared | None:
+        shared = self._pulls.get((host, repository, tag))
+        return shared if shared is not None and not shared.finished else None
+
+    def note(self, host: str, repository: str, tag: str) -> dict | None:
+        """The front ends' notes on a pull in flight (None when there is none)."""
+        shared = self.in_flight(host, repository, tag)
+        return shared.note if shared is not None else None
+
+    async def stream(self, engine: Engine, host: str, repository: str, tag: str,
+                     **options: Any) -> AsyncIterator[PullEvent]:
+        """The events of the pull of ``repository:tag`` on ``host``: the
+        engine's own stream for the first request, a copy for later ones."""
+        key = (host, repository, tag)
+        shared = self.in_flight(*key)
+        if shared is None:
+            shared = _Shared()
+            self._pulls[key] = shared
+            shared.task = asyncio.ensure_future(self._pump(key, shared, engine.pull(repository, tag, **options)))
+        shared.requests += 1
+        queue: asyncio.Queue = asyncio.Queue()
+        for ev in shared.events:
+            queue.put_nowait(ev)
+        shared.queues.append(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    if shared.outcome is not None:
+                        raise shared.outcome
+                    return
+                yield item
+        finally:
+            if queue in shared.queues:
+                shared.queues.remove(queue)
+            if not shared.queues and not shared.finished and shared.task is not None:
+                shared.task.cancel()  # nobody is listening any more: stop the transfer
+
+    async def _pump(self, key, shared: _Shared, events: AsyncIterator[PullEvent]) -> None:
+        try:
+            async for ev in events:
+                shared.events.append(ev)
+                for q in list(shared.queues):
+                    q.put_nowait(ev)
+        except asyncio.CancelledError:
+            shared.outcome = asyncio.CancelledError()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to every request, which raises it
+            shared.outcome = exc
+        finally:
+            shared.finished = True
+            if self._pulls.get(key) is shared:
+                del self._pulls[key]
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except BaseException:  # noqa: BLE001
+                    pass
+            for q in list(shared.queues):
+                q.put_nowait(_END)
