@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from bot.credentials import RegistryLogin, docker_config_problems, parse_registry_logins
+from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -29,6 +30,9 @@ class Settings:
     docker_host: str = DEFAULT_DOCKER_HOST
     engine_timeout: float = 60.0
     pull_stall_timeout: float = 120.0  # a pull that receives nothing for this long ends
+    # fair shares of the registry lane (bot/registry_lane.py): pulls and searches in flight at once
+    per_person_registry_calls: int = DEFAULT_PER_PERSON  # for one person
+    per_registry_calls: int = DEFAULT_PER_REGISTRY  # to one registry
     # credentials for private registries: DOCKHAND_REGISTRY_<NAME>_* (passwords never in repr)
     registry_logins: tuple[RegistryLogin, ...] = ()
     docker_config: str = ""  # $DOCKER_CONFIG (a directory); "" = ~/.docker
@@ -213,6 +217,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         docker_host=docker_host,
         engine_timeout=_float(env, "DOCKHAND_ENGINE_TIMEOUT", 60.0, problems),
         pull_stall_timeout=_float(env, "DOCKHAND_PULL_STALL_TIMEOUT", 120.0, problems),
+        per_person_registry_calls=_positive(env, "DOCKHAND_PER_PERSON_REGISTRY_CALLS", DEFAULT_PER_PERSON,
+                                            problems, kind=int),
+        per_registry_calls=_positive(env, "DOCKHAND_PER_REGISTRY_CALLS", DEFAULT_PER_REGISTRY, problems, kind=int),
         registry_logins=registry_logins,
         docker_config=docker_config,
         host_label=env.get("DOCKHAND_HOST_LABEL", "").strip(),

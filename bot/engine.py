@@ -56,7 +56,8 @@ import docker.errors
 import requests
 import urllib3.exceptions
 
-from bot.credentials import CredentialStore, RegistryAuth
+from bot.credentials import CredentialStore, RegistryAuth, registry_of
+from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY, RegistryLane
 from handlers.errors import (
     Conflict,
     DockhandError,
@@ -586,9 +587,12 @@ class DockerEngine:
     """A Docker Engine at ``docker_host`` (``unix:///…``, ``tcp://…``)."""
 
     def __init__(self, docker_host: str, *, timeout: float = 60.0, max_workers: int = 8,
-                 stall_timeout: float = DEFAULT_STALL_TIMEOUT, credentials: CredentialStore | None = None):
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT, credentials: CredentialStore | None = None,
+                 per_person: int = DEFAULT_PER_PERSON, per_registry: int = DEFAULT_PER_REGISTRY):
         if max_workers < 2:
             raise ValueError("max_workers must be at least 2")
+        if per_person < 1 or per_registry < 1:
+            raise ValueError("per_person and per_registry must be at least 1")
         if stall_timeout <= 0:
             raise ValueError("stall_timeout must be more than 0 seconds")
         self._host = docker_host
@@ -602,9 +606,14 @@ class DockerEngine:
         self._max_workers = max_workers
         # Pulls and searches wait on registries, sometimes for long: together
         # they may hold all workers but two, so local calls (list, inspect,
-        # info, ...) always find a free worker.
+        # info, ...) always find a free worker. Within that bound they are
+        # shared fairly (bot/registry_lane.py): at most `per_person` for one
+        # person and `per_registry` for one registry, so another person's or
+        # another registry's call finds a slot at once; a fair queue orders
+        # the rest (DOCKHAND_PER_PERSON_REGISTRY_CALLS, DOCKHAND_PER_REGISTRY_CALLS).
         self._registry_slots = max(1, max_workers - 2)
-        self._gate: asyncio.Semaphore | None = None
+        self._per_person, self._per_registry = per_person, per_registry
+        self._gate: RegistryLane | None = None
         self._gate_loop: asyncio.AbstractEventLoop | None = None
         self._api: docker.APIClient | None = None
         self._api_lock = threading.Lock()
@@ -672,11 +681,17 @@ class DockerEngine:
                 raise EngineError(f"the connection to the engine at {self._host} is closed") from exc
             raise
 
-    def _registry_gate(self) -> asyncio.Semaphore:
+    def _registry_gate(self) -> RegistryLane:
         loop = asyncio.get_running_loop()
         if self._gate is None or self._gate_loop is not loop:
-            self._gate = asyncio.Semaphore(self._registry_slots)
+            self._gate = RegistryLane(self._registry_slots, per_person=self._per_person,
+                                      per_registry=self._per_registry)
             self._gate_loop = loop
+        return self._gate
+
+    @property
+    def registry_lane(self) -> RegistryLane | None:
+        """The registry lane of the loop that last used it (None before any registry call)."""
         return self._gate
 
     # -- Engine ------------------------------------------------------------
@@ -689,25 +704,26 @@ class DockerEngine:
     async def inspect_image(self, ref: str) -> dict:
         return await self._run(OP_INSPECT, lambda api: api.inspect_image(ref), ref=ref)
 
-    def pull(self, repository: str, tag: str) -> AsyncIterator[PullEvent]:
-        """Pull ``repository:tag``; events arrive as the engine sends them.
+    def pull(self, repository: str, tag: str, *, owner: str = "") -> AsyncIterator[PullEvent]:
+        """Pull ``repository:tag`` for ``owner``; events arrive as the engine sends them.
 
         The tag is required: an empty tag would make the engine pull every
         tag of the repository. Leaving the loop early (``break``, cancel,
         ``aclose()``) stops the transfer and frees its worker thread.
+        ``owner`` (a person's id) is whose share of the registry lane it uses.
         """
         # Not a bare `assert`: this must hold under `python -O` too.
         if not tag:
             raise AssertionError("pull() needs a tag: without one the engine pulls every tag")
         if not repository:
             raise AssertionError("pull() needs a repository")
-        return self._pull(repository, tag)
+        return self._pull(repository, tag, owner)
 
-    async def _pull(self, repository: str, tag: str) -> AsyncIterator[PullEvent]:
+    async def _pull(self, repository: str, tag: str, owner: str = "") -> AsyncIterator[PullEvent]:
         self._check_open()
         loop = asyncio.get_running_loop()
         ref = f"{repository}:{tag}"
-        async with self._registry_gate():
+        async with self._registry_gate().slot(owner, registry_of(repository)):
             self._check_open()
             queue: asyncio.Queue = asyncio.Queue()
             stream = _PullStream()
@@ -865,7 +881,8 @@ class DockerEngine:
         return PruneResult(untagged=untagged, deleted=deleted,
                            space_reclaimed=int(raw.get("SpaceReclaimed") or 0))
 
-    async def search(self, term: str, *, limit: int = 25, filters: Filters | None = None) -> list[SearchResult]:
+    async def search(self, term: str, *, limit: int = 25, filters: Filters | None = None,
+                     owner: str = "") -> list[SearchResult]:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
             raise InvalidArgument(f"invalid limit {limit}: must be between 1 and 100")
         params: dict[str, Any] = {"term": term, "limit": limit}
@@ -877,7 +894,8 @@ class DockerEngine:
             # APIClient.search() knows no filters: same endpoint, one more parameter.
             return api._result(api._get(api._url("/images/search"), params=params), True)
 
-        async with self._registry_gate():
+        # its registry: the index the term names (`host:port/name`), else Docker Hub
+        async with self._registry_gate().slot(owner, registry_of(term)):
             raw = await self._run(OP_SEARCH, call, ref=term)
         return [
             SearchResult(

@@ -59,7 +59,8 @@ def build_services(settings: Settings) -> Services:
 
     credentials = CredentialStore(settings.registry_logins, docker_config=settings.docker_config)
     engine = DockerEngine(settings.docker_host, timeout=settings.engine_timeout,
-                          stall_timeout=settings.pull_stall_timeout, credentials=credentials)
+                          stall_timeout=settings.pull_stall_timeout, credentials=credentials,
+                          per_person=settings.per_person_registry_calls, per_registry=settings.per_registry_calls)
     engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host
     state = settings.state_path
     return Services(engine=engine, host_label=settings.host_label, search_index=settings.search_index,

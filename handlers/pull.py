@@ -36,7 +36,7 @@ async def _stream(call: Call, ref: refs.Reference, tag: str, lines: list[str]):
     last_emit = 0.0
     stream_error = ""
     # one engine pull per image per host: a request for a pull already running joins it
-    async for ev in call.services.pulls.stream(call.engine, call.services.label, ref.name, tag):
+    async for ev in call.services.pulls.stream(call.engine, call.services.label, ref.name, tag, owner=call.actor.id):
         if ev.error:
             # Keep reading: the adapter raises its typed error (with a hint) on
             # the next step. Breaking here would close the stream and lose it.

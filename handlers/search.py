@@ -42,7 +42,7 @@ async def search(call: Call):
     index = call.services.search_index
     if index and not _names_registry(term):
         term = f"{index}/{term}"
-    results = await call.engine.search(term, limit=limit, filters=filters)
+    results = await call.engine.search(term, limit=limit, filters=filters, owner=call.actor.id)
     results = sorted(results, key=lambda r: -r.star_count)
     rows = []
     pulls = []

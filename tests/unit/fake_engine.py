@@ -24,6 +24,7 @@ class FakeEngine:
         self.containers = list(containers)
         self.fail = fail
         self.calls = []
+        self.owners = []  # (method, owner): on whose behalf each pull and search ran
 
     def _maybe_fail(self):
         if self.fail:
@@ -44,8 +45,9 @@ class FakeEngine:
                 return {"Id": img.id, "RepoTags": list(img.repo_tags)}
         raise ImageNotFound(f"No such image: {ref}")
 
-    async def pull(self, repository, tag):
+    async def pull(self, repository, tag, *, owner=""):
         self.calls.append(("pull", repository, tag))
+        self.owners.append(("pull", owner))
         self._maybe_fail()
         yield PullEvent(status=f"Pulling from {repository.split('/', 1)[-1]}", id=tag)
         yield PullEvent(status="Downloading", id="aaaaaaaaaaaa", current=5, total=10)
@@ -53,8 +55,9 @@ class FakeEngine:
         yield PullEvent(status="Digest: sha256:" + "1" * 64)
         yield PullEvent(status=f"Status: Downloaded newer image for {repository}:{tag}")
 
-    async def search(self, term, *, limit=25, filters=None):
+    async def search(self, term, *, limit=25, filters=None, owner=""):
         self.calls.append(("search", term, limit, filters))
+        self.owners.append(("search", owner))
         self._maybe_fail()
         return self.results[:limit]
 
