@@ -87,7 +87,7 @@ def test_the_sandbox_from_inside(stack):
     """No network interface but lo, a read-only root, a writable /tmp, the
     memory, CPU and process limits, no capabilities, no new privileges."""
     script = ("echo NET; cat /proc/net/dev; echo END; "
-              "touch /probe || echo ROOT-READ-ONLY; "
+              "touch /probe 2>&1 || echo ROOT-READ-ONLY; "  # one stream: the order is kept
               "touch /tmp/probe && echo TMP-WRITABLE; "
               "echo MEM; cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
               "echo PIDS; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max; "
