@@ -704,7 +704,7 @@ class DockerEngine:
     async def inspect_image(self, ref: str) -> dict:
         return await self._run(OP_INSPECT, lambda api: api.inspect_image(ref), ref=ref)
 
-    def pull(self, repository: str, tag: str, *, owner: str = "") -> AsyncIterator[PullEvent]:
+    def pull(self, repository: str, tag: str, *, owner: str = "", platform: str = "") -> AsyncIterator[PullEvent]:
         """Pull ``repository:tag`` for ``owner``; events arrive as the engine sends them.
 
         The tag is required: an empty tag would make the engine pull every
@@ -717,9 +717,9 @@ class DockerEngine:
             raise AssertionError("pull() needs a tag: without one the engine pulls every tag")
         if not repository:
             raise AssertionError("pull() needs a repository")
-        return self._pull(repository, tag, owner)
+        return self._pull(repository, tag, owner, platform)
 
-    async def _pull(self, repository: str, tag: str, owner: str = "") -> AsyncIterator[PullEvent]:
+    async def _pull(self, repository: str, tag: str, owner: str = "", platform: str = "") -> AsyncIterator[PullEvent]:
         self._check_open()
         loop = asyncio.get_running_loop()
         ref = f"{repository}:{tag}"
@@ -731,7 +731,7 @@ class DockerEngine:
                 self._streams.add(stream)
             try:
                 fut = loop.run_in_executor(self._executor, self._pull_worker,
-                                           repository, tag, stream, loop, queue)
+                                           repository, tag, stream, loop, queue, platform)
             except RuntimeError as exc:
                 with self._streams_lock:
                     self._streams.discard(stream)
@@ -760,7 +760,7 @@ class DockerEngine:
                         pass
 
     def _pull_worker(self, repository: str, tag: str, stream: _PullStream,
-                     loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+                     loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, platform: str = "") -> None:
         """Runs in a worker thread: send the pull and read the engine's stream
         into ``queue``.
 
@@ -794,7 +794,10 @@ class DockerEngine:
             conn.connect()  # from here on, every wait for the engine lasts at most the stall timeout
             if stream.stopped:
                 return
-            query = urllib.parse.urlencode({"fromImage": repository, "tag": tag})
+            params = {"fromImage": repository, "tag": tag}
+            if platform:
+                params["platform"] = platform  # os[/arch[/variant]], as `docker pull --platform` sends it
+            query = urllib.parse.urlencode(params)
             headers = {"Content-Length": "0"}
             if auth.header():
                 headers["X-Registry-Auth"] = auth.header()

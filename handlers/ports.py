@@ -118,10 +118,11 @@ class Engine(Protocol):
 
     async def inspect_image(self, ref: str) -> dict: ...
 
-    def pull(self, repository: str, tag: str, *, owner: str = "") -> AsyncIterator[PullEvent]:
+    def pull(self, repository: str, tag: str, *, owner: str = "", platform: str = "") -> AsyncIterator[PullEvent]:
         """Pull ``repository:tag``, events as the engine sends them. ``owner``
         says on whose behalf (``Actor.id``): registry calls are shared fairly
-        between people and registries; "" is nobody in particular."""
+        between people and registries; "" is nobody in particular.
+        ``platform`` (``os[/arch[/variant]]``): that variant, "" the engine's own."""
         ...
 
     async def remove_image(self, ref: str, *, force: bool = False, noprune: bool = False) -> RemoveResult: ...

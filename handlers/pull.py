@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 
 from . import refs
 from .argv import WRITE, CommandSpec, Flag
 from .base import Call
-from .errors import EngineError
+from .errors import EngineError, UsageError
 from .replies import ErrorPart, LayerProgress, Preformatted, Progress, Status
 
 EMIT_INTERVAL = 1.0  # seconds between interim progress replies (Slack: ~1 chat.update/s)
@@ -36,7 +37,9 @@ async def _stream(call: Call, ref: refs.Reference, tag: str, lines: list[str]):
     last_emit = 0.0
     stream_error = ""
     # one engine pull per image per host: a request for a pull already running joins it
-    async for ev in call.services.pulls.stream(call.engine, call.services.label, ref.name, tag, owner=call.actor.id):
+    platform = call.opts.get("platform") or ""
+    async for ev in call.services.pulls.stream(call.engine, call.services.label, ref.name, tag,
+                                               owner=call.actor.id, platform=platform):
         if ev.error:
             # Keep reading: the adapter raises its typed error (with a hint) on
             # the next step. Breaking here would close the stream and lose it.
@@ -70,8 +73,15 @@ async def _stream(call: Call, ref: refs.Reference, tag: str, lines: list[str]):
     return reply
 
 
+_PLATFORM = re.compile(r"[a-z0-9_-]+(/[a-z0-9_-]+(/[a-z0-9_.-]+)?)?")
+
+
 def validate(parsed) -> None:
     refs.parse_normalized(parsed.args[0])
+    platform = parsed.opts.get("platform")
+    if platform is not None and not _PLATFORM.fullmatch(platform):
+        raise UsageError(f'"{platform[:40]}": invalid platform: use os[/arch[/variant]]',
+                         "For example `docker pull --platform linux/arm64 alpine`.")
 
 
 SPECS = (
@@ -81,7 +91,7 @@ SPECS = (
                  Flag("disable-content-trust", help="Skip image verification (default true)",
                       unsupported="Content trust is not configurable from chat."),
                  Flag("platform", kind="str", help="Set platform if server is multi-platform capable",
-                      metavar="string", unsupported="Dockhand pulls for the host's own platform."),
+                      metavar="string"),
                  Flag("quiet", "q", help="Suppress verbose output")),
                 min_args=1, max_args=1, aliases=("docker image pull", "docker pull"), effect=WRITE,
                 examples=("docker pull ubuntu", "docker pull ubuntu:16.04",

@@ -37,22 +37,22 @@ class _Shared:
 
 class PullHub:
     def __init__(self) -> None:
-        self._pulls: dict[tuple[str, str, str], _Shared] = {}
+        self._pulls: dict[tuple[str, str, str, str], _Shared] = {}
 
-    def in_flight(self, host: str, repository: str, tag: str) -> _Shared | None:
-        shared = self._pulls.get((host, repository, tag))
+    def in_flight(self, host: str, repository: str, tag: str, platform: str = "") -> _Shared | None:
+        shared = self._pulls.get((host, repository, tag, platform))
         return shared if shared is not None and not shared.finished else None
 
-    def note(self, host: str, repository: str, tag: str) -> dict | None:
+    def note(self, host: str, repository: str, tag: str, platform: str = "") -> dict | None:
         """The front ends' notes on a pull in flight (None when there is none)."""
-        shared = self.in_flight(host, repository, tag)
+        shared = self.in_flight(host, repository, tag, platform)
         return shared.note if shared is not None else None
 
     async def stream(self, engine: Engine, host: str, repository: str, tag: str,
                      **options: Any) -> AsyncIterator[PullEvent]:
         """The events of the pull of ``repository:tag`` on ``host``: the
         engine's own stream for the first request, a copy for later ones."""
-        key = (host, repository, tag)
+        key = (host, repository, tag, str(options.get("platform") or ""))  # another platform is another pull
         shared = self.in_flight(*key)
         if shared is None:
             shared = _Shared()

@@ -562,6 +562,8 @@ class SlackRuntime:
         """(host, repository, tag) as handlers/pull.py keys the pulls in flight."""
         from handlers import refs
 
+        if "--platform" in target:
+            return None  # another variant than the host's: its own pull
         try:
             ref = refs.parse_normalized(target.split()[-1] if target.split() else "").with_default_tag()
         except Exception:  # noqa: BLE001 - not a reference: the pull answers with the usage error

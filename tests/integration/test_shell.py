@@ -130,3 +130,22 @@ def test_image_prune_shows_the_plan_and_removes_nothing_without_yes(stack, make_
     assert none.returncode == 2 and "lists no image" in none.stderr
     bad = dockhand("shell", "-c", "docker image prune --filter until=12345678901234567890123", stack=stack)
     assert bad.returncode == 2 and "until" in bad.stderr
+
+
+def test_pull_honours_platform_as_the_cli_does(stack, make_image):
+    img = make_image(push=True)
+    stack.docker("rmi", img.ref)
+    arch = stack.docker("version", "-f", "{{.Server.Arch}}").stdout.strip()
+    other = "s390x" if arch != "s390x" else "amd64"
+    # the oracle: this engine pulls a single-platform image anyway and warns
+    cli = stack.docker("pull", "--platform", f"linux/{other}", img.ref)
+    warning = next(line for line in cli.stdout.splitlines() if line.startswith("WARNING:"))
+    assert f"wanted linux/{other}" in warning
+    stack.docker("rmi", img.ref)
+    ours = dockhand("shell", "-c", f"pull --platform linux/{other} {img.ref}", stack=stack)
+    assert ours.returncode == cli.returncode == 0, ours.stderr
+    assert warning in ours.stdout.splitlines()
+    right = dockhand("shell", "-c", f"pull --platform linux/{arch} {img.ref}", stack=stack)
+    assert right.returncode == 0 and "WARNING" not in right.stdout, right.stdout
+    bad = dockhand("shell", "-c", f"pull --platform 'Linux AMD64' {img.ref}", stack=stack)
+    assert bad.returncode == 2 and "invalid platform" in bad.stderr

@@ -45,7 +45,7 @@ class FakeEngine:
                 return {"Id": img.id, "RepoTags": list(img.repo_tags)}
         raise ImageNotFound(f"No such image: {ref}")
 
-    async def pull(self, repository, tag, *, owner=""):
+    async def pull(self, repository, tag, *, owner="", platform=""):
         self.calls.append(("pull", repository, tag))
         self.owners.append(("pull", owner))
         self._maybe_fail()

@@ -184,7 +184,7 @@ class StreamErrorEngine(FakeEngine):
         super().__init__()
         self.raise_after = raise_after
 
-    async def pull(self, repository, tag, *, owner=""):
+    async def pull(self, repository, tag, *, owner="", platform=""):
         from handlers.errors import EngineError
         from handlers.ports import PullEvent
 
