@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable, Optional
 
-from .ports import AuditSink, Engine, OperationStore
+from .ports import AuditSink, Engine, OperationStore, RegistryCatalog
 from .replies import Reply
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class Services:
     engine: Engine
     host_label: str = ""  # how people call the target host ("prod-web-1")
     search_index: str = ""  # registry index for `search` ("" = Docker Hub)
+    catalog: RegistryCatalog | None = None  # v2 catalog and tag lists, for registries without search
     client_info: dict = field(default_factory=dict)  # Dockhand's side of `docker version`
     engine_version: str = ""  # learnt from the engine on first success, for context lines
     store: OperationStore | None = None  # pending confirmations, operations, deliveries seen

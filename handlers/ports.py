@@ -173,6 +173,21 @@ class Engine(Protocol):
         ...
 
 
+class RegistryCatalog(Protocol):
+    """A registry's own listing (Docker Registry HTTP API v2), for registries
+    that have no search endpoint. Every method may raise a
+    :class:`handlers.errors.EngineError` subclass (RegistryUnreachable,
+    RegistryUnauthorized, EngineError); names and tags are as the registry
+    gave them, checked against the distribution grammar, bounded."""
+
+    async def catalog(self, registry: str, *, limit: int = 1000) -> list[str]:
+        """Repository names on ``registry`` (``host[:port]``), in its order, at most ``limit``."""
+        ...
+
+    async def tags(self, registry: str, repository: str, *, limit: int = 200) -> list[str]:
+        """Tags of ``repository`` on ``registry``, at most ``limit``."""
+        ...
+
 # --------------------------------------------------------------------------
 # State: operations waiting for (or past) a confirmation, deliveries seen,
 # and the audit trail. Adapters live in bot/ (SQLite, JSON Lines); a store

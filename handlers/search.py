@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from . import refs
 from .argv import CommandSpec, Flag
 from .base import Call, bool_filter, parse_filters
-from .errors import DockhandError, UsageError
-from .replies import Action, Table
+from .errors import (DockhandError, EngineError, EngineTimeout, EngineUnreachable, InvalidArgument,
+                     RegistryUnauthorized, RegistryUnreachable, UsageError)
+from .replies import Action, Notice, Table
 from .units import ellipsis
 
 SEARCH_FILTERS = {"is-official": "true|false", "stars": "minimum stars", "is-automated": "true|false (deprecated)"}
@@ -42,7 +45,12 @@ async def search(call: Call):
     index = call.services.search_index
     if index and not _names_registry(term):
         term = f"{index}/{term}"
-    results = await call.engine.search(term, limit=limit, filters=filters, owner=call.actor.id)
+    try:
+        results = await call.engine.search(term, limit=limit, filters=filters, owner=call.actor.id)
+    except EngineError as exc:
+        if call.services.catalog is None or not _names_registry(term) or not _no_search_endpoint(exc):
+            raise
+        return await _from_catalog(call, term, limit=limit, filters=filters)
     results = sorted(results, key=lambda r: -r.star_count)
     rows = []
     pulls = []
@@ -57,6 +65,75 @@ async def search(call: Call):
         rows.append((r.name, desc, str(r.star_count), "[OK]" if r.is_official else ""))
     return call.reply(Table(("NAME", "DESCRIPTION", "STARS", "OFFICIAL"), tuple(rows)),
                       summary=f"{len(rows)} result{'s' if len(rows) != 1 else ''} for {call.args[0]!r}",
+                      actions=pulls)
+
+
+# The fallback for a registry without a v1 search endpoint (distribution's
+# registry): its v2 catalog, filtered by the term, with each match's tags.
+CATALOG_LIMIT = 1000  # repositories listed at most
+TAGS_SHOWN = 50  # tags asked for per repository
+TAG_CALLS = 8  # tag lists asked for at once
+
+
+def _no_search_endpoint(exc: EngineError) -> bool:
+    """Did the engine fail because the registry has no ``/v1/search``? (It
+    says "Unexpected status code 404".) Not for an engine or registry that
+    could not be reached, a timeout, or a bad parameter."""
+    if isinstance(exc, (EngineUnreachable, EngineTimeout, InvalidArgument, RegistryUnreachable)):
+        return False
+    text = exc.message.lower()
+    return "404" in text or "not found" in text
+
+
+async def _from_catalog(call: Call, term: str, *, limit: int, filters) -> object:
+    o = call.opts
+    registry, _, part = term.partition("/")
+    registry = registry.lower()
+    notice = Notice(f"{registry} has no search endpoint, so Dockhand listed its catalog instead "
+                    f"(repositories whose name contains {part!r}, with their tags).")
+    header = ("NAME", "DESCRIPTION", "STARS", "OFFICIAL")
+    summary_none = f"0 results for {call.args[0]!r}"
+    nothing = ""
+    if any(v.lower() == "true" for v in filters.get("is-official", [])):
+        nothing = "A registry's catalog has no official images: is-official=true matches none of its repositories."
+    elif any(v.lower() == "true" for v in filters.get("is-automated", [])):
+        nothing = "A registry's catalog has no automated builds: is-automated=true matches none of its repositories."
+    elif any(int(v) > 0 for v in filters.get("stars", [])):
+        nothing = "A registry's catalog has no stars (every repository has 0): stars>0 matches none of them."
+    if nothing:
+        return call.reply(Table(header, ()), notice, Notice(nothing), summary=summary_none)
+    catalog = call.services.catalog
+    try:
+        names = await catalog.catalog(registry, limit=CATALOG_LIMIT)
+    except (RegistryUnauthorized, RegistryUnreachable, EngineError) as exc:
+        if type(exc) not in (RegistryUnauthorized, RegistryUnreachable, EngineError):
+            raise
+        raise type(exc)(f"{registry} has no search endpoint, and its catalog could not be listed: {exc.message}",
+                        exc.hint or None) from None
+    needle = part.lower()
+    matches = [n for n in names if needle in n.lower()][:limit]
+    gate = asyncio.Semaphore(TAG_CALLS)
+
+    async def tags_of(name: str) -> str:
+        async with gate:
+            try:
+                tags = await catalog.tags(registry, name, limit=TAGS_SHOWN)
+            except DockhandError:
+                return "tags: (could not be listed)"
+        return "tags: " + (", ".join(sorted(tags)) if tags else "(none)")
+
+    descriptions = await asyncio.gather(*(tags_of(n) for n in matches))
+    rows, pulls = [], []
+    for name, desc in zip(matches, descriptions):
+        full = f"{registry}/{name}"
+        ref = _pull_reference("", full)
+        if ref:
+            pulls.append(Action(full, f"docker pull {ref}", group="Pull an image…"))
+        rows.append((full, desc if o["no_trunc"] else ellipsis(desc, 45), "0", ""))
+    parts = [Table(header, tuple(rows)), notice]
+    if len(names) >= CATALOG_LIMIT:
+        parts.append(Notice(f"Only the first {CATALOG_LIMIT} repositories of the catalog were looked at."))
+    return call.reply(*parts, summary=f"{len(rows)} result{'s' if len(rows) != 1 else ''} for {call.args[0]!r}",
                       actions=pulls)
 
 
