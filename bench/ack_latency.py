@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
 import signal
 import socket
 import statistics
-import subprocess
 import tempfile
 import sys
 import time
@@ -41,6 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from common import load_stack  # noqa: E402 - bench/ is on sys.path when run as a script
 
 RESULTS = ROOT / "bench" / "results"
 TARGET_P99 = 0.100
@@ -68,16 +68,6 @@ def serve_floor(port: int, api_url: str) -> None:
 
 # --- helpers -------------------------------------------------------------------------
 
-def load_stack():
-    spec = importlib.util.spec_from_file_location("dockhand_stack", ROOT / "tests" / "stack" / "stack.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    r = subprocess.run([sys.executable, str(ROOT / "tests" / "stack" / "stack.py"), "up"], capture_output=True,
-                       text=True, stdin=subprocess.DEVNULL)
-    if r.returncode:
-        sys.exit(f"the private stack did not come up: {r.stderr.strip().splitlines()[-1:]}")
-    paths = mod.Paths(mod.stack_dir())
-    return mod, paths, mod.load_state(paths)
 
 
 def free_port() -> int:

@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import importlib.util
 import json
 import os
 import platform
@@ -74,6 +73,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from common import load_stack, ms, stats  # noqa: E402 - bench/ is on sys.path when run as a script
 
 RESULTS = ROOT / "bench" / "results"
 TARGET_RATIO = 1.10
@@ -85,16 +86,6 @@ PYCACHE = "/tmp/dockhand-bench-pycache"  # bytecode of the Python sides (--bytec
 
 # --- the private stack -----------------------------------------------------------------
 
-def load_stack():
-    spec = importlib.util.spec_from_file_location("dockhand_stack", ROOT / "tests" / "stack" / "stack.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    r = subprocess.run([sys.executable, str(ROOT / "tests" / "stack" / "stack.py"), "up"], capture_output=True,
-                       check=False, text=True, stdin=subprocess.DEVNULL)
-    if r.returncode:
-        sys.exit(f"the private stack did not come up: {r.stderr.strip().splitlines()[-1:]}")
-    paths = mod.Paths(mod.stack_dir())
-    return mod, paths, mod.load_state(paths)
 
 
 def free_port() -> int:
@@ -103,13 +94,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ms(x: float) -> float:
-    return round(x * 1000, 1)
-
-
-def stats(values: list[float]) -> dict:
-    return {"n": len(values), "median_ms": ms(statistics.median(values)), "min_ms": ms(min(values)),
-            "max_ms": ms(max(values)), "all_ms": [ms(v) for v in values]}
 
 
 class Image:

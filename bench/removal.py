@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import functools
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -60,6 +59,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from common import load_stack, ms, stats  # noqa: E402 - bench/ is on sys.path when run as a script
 
 RESULTS = ROOT / "bench" / "results"
 TARGET_RATIO = 1.2
@@ -71,16 +72,6 @@ BREAKDOWN_SIDES = ("dockhand", "raw_docker_py", "raw_docker_py_one_pool", "raw_h
 
 # --- the private stack -----------------------------------------------------------------
 
-def load_stack():
-    spec = importlib.util.spec_from_file_location("dockhand_stack", ROOT / "tests" / "stack" / "stack.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    r = subprocess.run([sys.executable, str(ROOT / "tests" / "stack" / "stack.py"), "up"], capture_output=True,
-                       text=True, stdin=subprocess.DEVNULL)
-    if r.returncode:
-        sys.exit(f"the private stack did not come up: {r.stderr.strip().splitlines()[-1:]}")
-    paths = mod.Paths(mod.stack_dir())
-    return mod, paths, mod.load_state(paths)
 
 
 # --- making N distinct images in one `docker load` -------------------------------------
@@ -349,13 +340,6 @@ def dockerd_cpu(pid: int | None) -> float:
 
 # --- the run ---------------------------------------------------------------------------
 
-def ms(x: float) -> float:
-    return round(x * 1000, 1)
-
-
-def stats(values: list[float]) -> dict:
-    return {"n": len(values), "median_ms": ms(statistics.median(values)), "min_ms": ms(min(values)),
-            "max_ms": ms(max(values)), "all_ms": [ms(v) for v in values]}
 
 
 async def run(args, stackmod, paths, state) -> dict:

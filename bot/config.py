@@ -133,34 +133,25 @@ def _ram(env: Mapping[str, str], name: str, default: int, problems: list[str]) -
     return value
 
 
-def _positive(env: Mapping[str, str], name: str, default, problems: list[str], kind=float):
+def _positive(env: Mapping[str, str], name: str, default, problems: list[str], kind=float, unit: str = ""):
+    """A number above 0 (``unit``: what it counts, for the messages), or ``default`` and a problem."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    what = f"number{' of ' + unit if unit else ''}"
     try:
         value = kind(raw)
     except ValueError:
-        problems.append(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number (e.g. {name}={default:g})")
+        problems.append(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}{what} (e.g. {name}={default:g})")
         return default
     if value <= 0:
-        problems.append(f"{name}={raw!r} must be more than 0")
+        problems.append(f"{name}={raw!r} must be more than 0{' ' + unit if unit else ''}")
         return default
     return value
 
 
 def _float(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        problems.append(f"{name}={raw!r} is not a number of seconds (e.g. {name}={default:g})")
-        return default
-    if value <= 0:
-        problems.append(f"{name}={raw!r} must be more than 0 seconds")
-        return default
-    return value
+    return _positive(env, name, default, problems, float, "seconds")
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = None) -> Settings:
