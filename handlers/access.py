@@ -122,7 +122,7 @@ def authorise(policy: Policy, actor: Actor, effect: str, command_path: str, role
 
 def may_confirm(policy: Policy, actor: Actor, op: Operation) -> Denial | None:
     """May ``actor`` confirm ``op``? The role again, then the two-person rule."""
-    path = "docker image prune" if op.kind == "prune" else f"docker {op.kind}"
+    path = {"prune": "docker image prune", "pull-all": "docker pull"}.get(op.kind, f"docker {op.kind}")
     denial = authorise(policy, actor, DESTRUCTIVE if op.kind in ("rmi", "prune") else WRITE, path)
     if denial is not None and denial.reason == "channel not allowed":
         return denial

@@ -69,6 +69,9 @@ class CommandSpec:
     # DESTRUCTIVE commands: predicts what running would do (a handlers.plans.Plan),
     # for the confirmation; the confirm step calls it again before acting
     planner: Callable | None = None
+    # a WRITE command that, with these options, is planned and confirmed too
+    # (`pull -a`: every tag of a repository can be a lot)
+    confirm_if: Callable[["Parsed"], bool] | None = None
     # The role it needs when that is higher than its effect implies ("admin"
     # for `docker run`, a WRITE); "" = what the effect implies. Honoured by
     # handlers/access.py only.

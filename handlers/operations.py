@@ -32,6 +32,7 @@ from .base import Call
 from .context import Actor, Emit, Services
 from .errors import Conflict, DockhandError, EngineError
 from .plans import Model, Plan
+from .pull import TagsPlan, pull_tags
 from .ports import AuditEvent, Operation
 from .replies import Confirmation, ErrorPart, Notice, Preformatted, Reply, Status, Table, error_reply
 from .units import human_size, truncate_id
@@ -116,8 +117,40 @@ def _who_confirms(op: Operation) -> str:
     return "the requester" if op.via != "shell" else "you"
 
 
-async def request(call: Call, plan: Plan) -> Reply:
+async def _request_tags(call: Call, plan: TagsPlan) -> Reply:
+    """``pull -a``: the tags it will pull, then a confirmation (no two-person
+    rule: that is for removals)."""
+    services = call.services
+    store, _ = _stored(services)
+    op = _operation(call, plan.kind, fingerprint=plan.fingerprint(), plan=plan.to_json(),
+                    expires_at=services.clock() + services.confirm_ttl)
+    await store.add(op)
+    await audit(services, "requested", op, call.actor, plan=plan.to_json())
+    parts = (Table(("TAG",), tuple((t,) for t in plan.tags)), Notice(plan.headline()),
+             Confirmation(op.id, f"Pull these {len(plan.tags)} tags on {op.host}?", op.expires_at, _who_confirms(op),
+                          verb="Pull"))
+    return Reply(call.parsed.line, parts, summary=f"{plan.headline()} Waiting for confirmation.", operation=op)
+
+
+async def _run_tags(call: Call, plan: TagsPlan, claimed: Operation, actor: Actor, started: float,
+                    emit: Emit) -> Reply:
+    services = call.services
+    await audit(services, "running", claimed, actor)
+    lines, errors = await pull_tags(dataclasses.replace(call, emit=emit), plan)
+    ok = len(plan.tags) - len(errors)
+    parts = [Preformatted("\n".join(lines)),
+             Notice(f"Pulled {ok} of {len(plan.tags)} tags of {plan.shown} in {time.monotonic() - started:.1f}s.")]
+    reply = Reply(claimed.command, tuple(parts), status=Status.OK if not errors else Status.FAILED,
+                  summary=f"pulled {ok} of {len(plan.tags)} tags")
+    return await _finish(claimed, actor, services, "done" if not errors else "failed", started, reply,
+                         reference=plan.repository, pulled=[t for t in plan.tags if t not in dict(errors)],
+                         errors=[list(e) for e in errors], result=reply.summary)
+
+
+async def request(call: Call, plan: Plan | TagsPlan) -> Reply:
     """Store the plan as a pending operation and ask for a confirmation."""
+    if isinstance(plan, TagsPlan):
+        return await _request_tags(call, plan)
     services = call.services
     line = call.parsed.line
     if not plan.items:
@@ -153,7 +186,7 @@ async def _replan(op: Operation, services: Services) -> tuple[Plan, Model, Call]
     requester = Actor(op.requester, op.requester_name, op.via, op.channel)
     call = Call(command.parsed, requester, services, None, substitution=command.substitution)
     plan = await command.spec.planner(call)
-    return plan, plan.model, call
+    return plan, getattr(plan, "model", None), call
 
 
 def _state_reply(op: Operation, services: Services) -> Reply:
@@ -224,12 +257,15 @@ async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = Non
     if plan.fingerprint() != claimed.fingerprint:
         superseded = await store.transition(op.id, ["running"], "superseded", now=services.clock(),
                                             result={"reason": "the situation changed since the plan"})
-        await audit(services, "changed", superseded or claimed, actor, new_plan=_plan_detail(plan))
+        await audit(services, "changed", superseded or claimed, actor,
+                    new_plan=plan.to_json() if isinstance(plan, TagsPlan) else _plan_detail(plan))
         fresh = await request(call, plan)
         note = Notice("The situation changed since this plan was shown: nothing was removed. "
                       "Here is the new plan; confirm it if it is still what you want.")
         return dataclasses.replace(fresh, parts=(note,) + fresh.parts,
                                    meta={**fresh.meta, "superseded": superseded or claimed})
+    if isinstance(plan, TagsPlan):
+        return await _run_tags(call, plan, claimed, actor, started, emit)
     await audit(services, "running", claimed, actor)
     outcome = await execute(plan, model, services)
     status = "done" if not outcome["errors"] else "failed"

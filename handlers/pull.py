@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 import time
+from dataclasses import dataclass
 
 from . import refs
 from .argv import WRITE, CommandSpec, Flag
@@ -15,7 +18,74 @@ from .replies import ErrorPart, LayerProgress, Preformatted, Progress, Status
 EMIT_INTERVAL = 1.0  # seconds between interim progress replies (Slack: ~1 chat.update/s)
 
 
+MAX_TAGS = 100  # `pull -a` pulls at most this many tags in one confirmation
+
+
+@dataclass(frozen=True)
+class TagsPlan:
+    """What ``docker pull -a NAME`` will pull: every tag the registry lists.
+
+    A pull of all tags can be huge, so it is planned and confirmed like a
+    removal (handlers/operations.py); confirming lists the tags again and
+    pulls only when they are the ones shown."""
+
+    command: str
+    repository: str  # full name, e.g. 127.0.0.1:5000/team/app
+    shown: str  # familiar name
+    tags: tuple[str, ...]
+    kind: str = "pull-all"
+
+    def fingerprint(self) -> str:
+        body = json.dumps([self.repository, sorted(self.tags)])
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "repository": self.repository, "tags": list(self.tags)}
+
+    def headline(self) -> str:
+        n = len(self.tags)
+        return f"This will pull {n} tag{'s' if n != 1 else ''} of {self.shown}."
+
+
+async def plan_all_tags(call: Call) -> TagsPlan:
+    """The tags of the repository, from the registry's own tag list (with its credentials)."""
+    ref = refs.parse_normalized(call.args[0])
+    catalog = call.services.catalog
+    if catalog is None:
+        raise EngineError("Dockhand cannot list a registry's tags here.", "Pull tags one at a time: `docker pull NAME:TAG`.")
+    tags = await catalog.tags(ref.domain, ref.path, limit=MAX_TAGS + 1)
+    if len(tags) > MAX_TAGS:
+        raise UsageError(f"{ref.familiar_name} has more than {MAX_TAGS} tags: too many to pull at once",
+                         "Pull the tags you need one at a time: `docker pull NAME:TAG`.")
+    if not tags:
+        raise EngineError(f"{ref.familiar_name} has no tags on its registry", "Check the name with `docker search`.")
+    return TagsPlan(call.parsed.line, ref.name, ref.familiar_name, tuple(tags))
+
+
+async def pull_tags(call: Call, plan: TagsPlan) -> tuple[list[str], list[tuple[str, str]]]:
+    """Pull every tag of the plan, one after another (each through the shared
+    pulls, so a tag someone else is pulling is not fetched twice).
+    (lines for the reply, [(tag, error)])."""
+    lines: list[str] = []
+    errors: list[tuple[str, str]] = []
+    for n, tag in enumerate(plan.tags, 1):
+        ref = refs.parse_normalized(f"{plan.repository}:{tag}")
+        if call.emit is not None:
+            await call.emit(call.reply(Progress(f"Pulling {plan.shown}: tag {n} of {len(plan.tags)}", (),
+                                                f"{tag}")))
+        try:
+            outcome = await _stream(dataclasses.replace(call, emit=None), ref, tag, [])
+        except EngineError as exc:
+            errors.append((tag, exc.message))
+            lines.append(f"{tag}: {exc.message.splitlines()[0] if exc.message else 'failed'}")
+            continue
+        lines.append(f"{tag}: {outcome.summary}")
+    return lines, errors
+
+
 async def pull(call: Call):
+    if call.opts.get("all_tags"):  # planned and confirmed: handlers/operations.py, through dispatch
+        raise UsageError("docker pull --all-tags needs a confirmation", "Run it through Dockhand's dispatch.")
     ref = refs.parse_normalized(call.args[0])
     lines: list[str] = []
     if not ref.tag and not ref.digest:
@@ -77,7 +147,9 @@ _PLATFORM = re.compile(r"[a-z0-9_-]+(/[a-z0-9_-]+(/[a-z0-9_.-]+)?)?")
 
 
 def validate(parsed) -> None:
-    refs.parse_normalized(parsed.args[0])
+    ref = refs.parse_normalized(parsed.args[0])
+    if parsed.opts.get("all_tags") and (ref.tag or ref.digest):
+        raise UsageError("tag can't be used with --all-tags/-a", "Give the repository alone: `docker pull -a NAME`.")
     platform = parsed.opts.get("platform")
     if platform is not None and not _PLATFORM.fullmatch(platform):
         raise UsageError(f'"{platform[:40]}": invalid platform: use os[/arch[/variant]]',
@@ -86,8 +158,7 @@ def validate(parsed) -> None:
 
 SPECS = (
     CommandSpec(("pull",), "pull [OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry", pull,
-                (Flag("all-tags", "a", help="Download all tagged images in the repository",
-                      unsupported="Pull tags one at a time: `docker pull NAME:TAG`."),
+                (Flag("all-tags", "a", help="Download all tagged images in the repository"),
                  Flag("disable-content-trust", help="Skip image verification (default true)",
                       unsupported="Content trust is not configurable from chat."),
                  Flag("platform", kind="str", help="Set platform if server is multi-platform capable",
@@ -96,6 +167,6 @@ SPECS = (
                 min_args=1, max_args=1, aliases=("docker image pull", "docker pull"), effect=WRITE,
                 examples=("docker pull ubuntu", "docker pull ubuntu:16.04",
                           "docker pull myregistry.local:5000/testing/test-image"),
-                validate=validate),
+                validate=validate, planner=plan_all_tags, confirm_if=lambda parsed: bool(parsed.opts.get("all_tags"))),
 )
 SPECS = SPECS + (dataclasses.replace(SPECS[0], path=("image", "pull")),)

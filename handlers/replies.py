@@ -106,6 +106,7 @@ class Confirmation:
     question: str  # "Remove these images from prod-web-1?"
     expires_at: float  # epoch seconds
     who: str  # who may confirm, in words ("the requester", "an approver other than the requester")
+    verb: str = "Remove"  # what confirming does, for a button ("Remove", "Pull")
 
 
 Part = Union[Table, Preformatted, Notice, ErrorPart, Progress, Confirmation]

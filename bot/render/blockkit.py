@@ -560,11 +560,12 @@ def confirm_buttons(question: Confirmation, reply: Reply) -> list[dict]:
     dialog only guards the click in the Slack client)."""
     confirm = _button("Confirm", ACTION_CONFIRM, question.op, style="danger")
     confirm["confirm"] = {
-        "title": {"type": "plain_text", "text": clip("Remove these images?", 100)},
+        "title": {"type": "plain_text", "text": clip(question.question, 100)},
         "text": {"type": "plain_text", "text": clip(
-            f"{reply.summary or 'The planned removal'} On {reply.host or 'the host'}. This cannot be undone.", 300)},
-        "confirm": {"type": "plain_text", "text": "Remove"},
-        "deny": {"type": "plain_text", "text": "Keep them"},
+            f"{reply.summary or 'The planned operation.'} On {reply.host or 'the host'}."
+            + (" This cannot be undone." if question.verb == "Remove" else ""), 300)},
+        "confirm": {"type": "plain_text", "text": clip(question.verb, 30)},
+        "deny": {"type": "plain_text", "text": "Keep them" if question.verb == "Remove" else "Not now"},
         "style": "danger",
     }
     return [confirm, _button("Cancel", ACTION_CANCEL, question.op)]

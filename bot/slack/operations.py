@@ -63,6 +63,9 @@ def header(op: Operation) -> str:
                 f"until {_utc(op.expires_at)}.")
     if op.state == "running":
         return f"{icon} {who} asked for {what} on {where}; confirmed by {by}: running…"
+    if op.state == "done" and op.kind == "pull-all":
+        return (f"{icon} {who} asked for {what} on {where}; confirmed by {by}: done, "
+                f"{len(result.get('pulled') or ())} tag(s) pulled.")
     if op.state == "done":
         freed = human_size(int(result.get("freed") or 0))
         return (f"{icon} {who} asked for {what} on {where}; confirmed by {by}: done, "
@@ -91,6 +94,7 @@ _RECORD_FIELDS = (
     ("reference", "reference", str, 200),
     ("digest", "digest", str, 200),
     ("image_id", "image ID", str, 200),
+    ("pulled", "pulled tags", lambda tags: ", ".join(map(str, tags)), 900),
     ("resolved", "resolved", lambda pairs: ", ".join(f"{a} → {str(i)[7:19]}" for a, i in pairs), 900),
     ("untagged", "untagged", lambda refs: ", ".join(map(str, refs)), 900),
     ("deleted", "deleted", lambda ids: ", ".join(str(i)[7:19] for i in ids), 900),

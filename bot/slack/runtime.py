@@ -35,7 +35,7 @@ from handlers import preflight
 from . import ratelimit
 from handlers.argv import DESTRUCTIVE, READ, WRITE
 from handlers.context import Actor, Emit, Services
-from handlers.dispatch import effect_of
+from handlers.dispatch import asks_first, effect_of
 from handlers.replies import Reply, Status, error_reply
 
 log = logging.getLogger("dockhand.slack")
@@ -476,16 +476,16 @@ class SlackRuntime:
                   from_button: bool = False) -> None:
         """Run one command line and answer it (the slash command and help-button flow)."""
         kind = command_kind(line)
+        if kind == DESTRUCTIVE or asks_first(line):
+            from . import operations as slack_operations
+
+            await slack_operations.request(self, line, actor, channel=channel, respond=respond, client=client)
+            return
         if kind == WRITE and _write_target(line)[1] and preflight(line) is None \
                 and access_denial(line, actor, self.services) is None:
             # announced in the channel only once the command line is known to be
             # valid and the person may run it
             await self.run_write(line, actor, channel=channel, respond=respond, client=client)
-            return
-        if kind == DESTRUCTIVE:
-            from . import operations as slack_operations
-
-            await slack_operations.request(self, line, actor, channel=channel, respond=respond, client=client)
             return
         reply = await self.dispatch(line, actor)
         extra = {"replace_original": False} if from_button else {}

@@ -149,3 +149,19 @@ def test_pull_honours_platform_as_the_cli_does(stack, make_image):
     assert right.returncode == 0 and "WARNING" not in right.stdout, right.stdout
     bad = dockhand("shell", "-c", f"pull --platform 'Linux AMD64' {img.ref}", stack=stack)
     assert bad.returncode == 2 and "invalid platform" in bad.stderr
+
+
+def test_pull_all_tags_lists_them_and_asks_first(stack, make_image):
+    img = make_image(extra_tags=["2"], push=True)
+    stack.docker("rmi", "-f", img.id)
+    plan = dockhand("shell", "-c", f"pull -a {img.repo}", stack=stack)
+    assert plan.returncode == 1 and "no terminal to ask on" in plan.stderr
+    assert "This will pull 2 tags" in plan.stdout and "latest" in plan.stdout
+    assert stack.docker("image", "inspect", img.ref, check=False).returncode != 0  # nothing pulled yet
+    done = dockhand("shell", "--yes", "-c", f"docker pull --all-tags {img.repo}", stack=stack)
+    assert done.returncode == 0, done.stderr
+    assert "Pulled 2 of 2 tags" in done.stdout
+    for ref in (img.ref, f"{img.repo}:2"):
+        assert stack.docker("image", "inspect", ref).returncode == 0
+    tagged = dockhand("shell", "-c", f"pull -a {img.ref}", stack=stack)
+    assert tagged.returncode == 2 and "tag can't be used with --all-tags/-a" in tagged.stderr

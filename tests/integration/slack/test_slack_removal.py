@@ -300,3 +300,25 @@ async def test_docker_audit_shows_the_last_records(slack_app, engine_services, m
     shown = await h.reply(await h.command("/docker", "audit 5"))
     assert "SEQ" in shown.text and "requested" in shown.text and "cancelled" in shown.text
     assert "alice" in shown.text
+
+
+async def test_pull_all_tags_is_planned_and_confirmed_like_a_removal(slack_app, engine_services, make_image, stack):
+    img = make_image(extra_tags=["2"], push=True)
+    stack.docker("rmi", "-f", img.id)
+    services = engine_services(operators=frozenset({ADMIN}))
+    h = await slack_app(services)
+    viewer = await h.command("/pull", f"-a {img.repo}", user_id=VIEWER)
+    assert "needs the operator role" in (await h.reply(viewer)).text
+    _, post = await plan_message(h, f"-a {img.repo}", command="/pull")
+    confirm = button(post, "dockhand.confirm")
+    assert confirm["text"]["text"] == "Confirm" and confirm["confirm"]["confirm"]["text"] == "Pull"
+    assert "This will pull 2 tags" in post.text
+    assert stack.docker("image", "inspect", img.ref, check=False).returncode != 0
+    await click(h, post, "dockhand.confirm", ADMIN)
+    done = await final_state(h, post, "2 tag(s) pulled", timeout=60)
+    assert not buttons(done.body)
+    assert stack.docker("image", "inspect", img.ref).returncode == 0
+    assert stack.docker("image", "inspect", f"{img.repo}:2").returncode == 0
+    record = (await thread(h, post))[-1].text
+    assert "pulled tags `2, latest`" in record or "pulled tags `latest, 2`" in record
+    assert events(services)[-4:] == ["requested", "confirmed", "running", "done"]
