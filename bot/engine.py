@@ -36,17 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import dataclasses
 import http.client
 import json
 import logging
 import re
-import secrets
 import socket
 import ssl
 import threading
-import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence, TypeVar
@@ -54,21 +51,33 @@ from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence, Ty
 import docker
 import docker.errors
 import requests
-import urllib3.exceptions
 
+from bot.engine_errors import (  # the error mapping lives there
+    DAEMON_PREFIX,
+    OP_CONNECT,
+    OP_LIST,
+    OP_INSPECT,
+    OP_PULL,
+    OP_REMOVE,
+    OP_PRUNE,
+    OP_SEARCH,
+    OP_INFO,
+    OP_VERSION,
+    OP_CONTAINERS,
+    OP_DF,
+    map_error,
+    map_stream_error,
+    _is_timeout,
+    _fmt_seconds,
+)
 from bot.credentials import CredentialStore, RegistryAuth, registry_of
+from bot.engine_run import ContainerRuns
 from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY, RegistryLane
 from handlers.errors import (
-    Conflict,
-    DockhandError,
     EngineError,
     EngineTimeout,
-    EngineUnreachable,
-    ImageNotFound,
     InvalidArgument,
-    ManifestNotFound,
     RegistryUnauthorized,
-    RegistryUnreachable,
 )
 from handlers.ports import (
     ContainerRef,
@@ -78,8 +87,6 @@ from handlers.ports import (
     PruneResult,
     PullEvent,
     RemoveResult,
-    RunLimits,
-    RunResult,
     SearchResult,
 )
 
@@ -89,229 +96,7 @@ T = TypeVar("T")
 
 log = logging.getLogger("dockhand.engine")
 
-DAEMON_PREFIX = "Error response from daemon: "
-
-# Operations as they are named in error messages.
-OP_CONNECT = "connect"
-OP_LIST = "image list"
-OP_INSPECT = "image inspect"
-OP_PULL = "image pull"
-OP_REMOVE = "image remove"
-OP_PRUNE = "image prune"
-OP_SEARCH = "image search"
-OP_INFO = "info"
-OP_VERSION = "version"
-OP_CONTAINERS = "container list"
-OP_DF = "system df"
-OP_RUN = "container run"
-
-# Operations whose failures may come from a registry rather than the engine.
-_REGISTRY_OPS = frozenset({OP_PULL, OP_SEARCH})
-
-_UNAUTHORIZED_MARKERS = (
-    "unauthorized",
-    "authentication required",
-    "no basic auth credentials",
-    # "denied" alone would also catch a local "permission denied"
-    "access denied",
-    "access to the resource is denied",
-)
-_REGISTRY_NETWORK_MARKERS = (
-    "connection refused",
-    "no such host",
-    "dial tcp",
-    "i/o timeout",
-    "connection reset",
-    "network is unreachable",
-    "no route to host",
-    "tls handshake timeout",
-    "proxyconnect",
-    "server gave http response to https client",
-)
-_MANIFEST_MARKERS = ("manifest unknown", "not found")
-_CONTAINER_IN_CONFLICT = re.compile(r"container ([0-9a-f]{12,64}) is using")
 _FULL_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-# --------------------------------------------------------------------------
-# error mapping
-
-
-def _fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    return f"{seconds:g}"
-
-
-def _walk(exc: BaseException) -> Iterable[BaseException]:
-    """``exc`` and every exception it wraps (args, ``reason``, cause, context)."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        for a in getattr(e, "args", ()):
-            if isinstance(a, BaseException):
-                todo.append(a)
-        reason = getattr(e, "reason", None)
-        if isinstance(reason, BaseException):
-            todo.append(reason)
-        if e.__cause__ is not None:
-            todo.append(e.__cause__)
-        if e.__context__ is not None:
-            todo.append(e.__context__)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    for e in _walk(exc):
-        # Could not even connect: unreachable, not slow. (urllib3's
-        # NewConnectionError, "connection refused", is a ConnectTimeoutError.)
-        if isinstance(e, (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
-            return False
-        if isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError,
-                          socket.timeout, TimeoutError)):
-            return True
-    return False
-
-
-def _transport_reason(exc: BaseException) -> str:
-    """The OS-level reason of a transport failure, without Python reprs
-    (``No such file or directory``, ``Connection refused``)."""
-    for e in _walk(exc):
-        if isinstance(e, OSError) and e.strerror:
-            return e.strerror
-    for e in _walk(exc):
-        if isinstance(e, (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
-            return "connection timed out"
-        if isinstance(e, (urllib3.exceptions.ProtocolError, http.client.HTTPException)):
-            return "the engine closed the connection"
-    return "the connection failed"
-
-
-def _explanation(exc: docker.errors.APIError) -> str:
-    """What the daemon said: the ``message`` of its JSON error body."""
-    text = exc.explanation
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = (text or "").strip()
-    if not text:
-        response = exc.response
-        if response is not None:
-            text = f"{response.status_code} {response.reason or ''}".strip()
-        else:
-            text = "the engine answered with an error"
-    return text
-
-
-def _has(message: str, markers: Sequence[str]) -> bool:
-    low = message.lower()
-    return any(m in low for m in markers)
-
-
-def map_stream_error(message: str, *, operation: str = OP_PULL, ref: str = "") -> EngineError:
-    """Map an error reported inside a 200 stream (``errorDetail``).
-
-    The CLI prints such an error as it is, without "Error response from daemon".
-    """
-    message = (message or "").strip() or f"{operation} failed"
-    if _has(message, _UNAUTHORIZED_MARKERS):
-        return RegistryUnauthorized(message)
-    if _has(message, _REGISTRY_NETWORK_MARKERS):
-        return RegistryUnreachable(message)
-    if _has(message, ("manifest unknown",)):
-        return ManifestNotFound(message)
-    return EngineError(message)
-
-
-def map_error(exc: BaseException, *, host: str, operation: str,
-              timeout: float | None = None, ref: str = "") -> EngineError:
-    """Turn any exception of docker-py or its transport into a typed error.
-
-    ``operation`` names what was being done (``image pull``); ``ref`` the image
-    it was done to, when there is one; ``timeout`` the engine's timeout in
-    seconds (for the wording of :class:`EngineTimeout`).
-    """
-    if isinstance(exc, EngineError):
-        return exc
-    if isinstance(exc, DockhandError):  # a usage error raised on the way: keep its words
-        return EngineError(exc.message, exc.hint)
-
-    # --- the daemon answered with an error status -------------------------
-    if isinstance(exc, docker.errors.APIError) and exc.response is not None:
-        return _map_api_error(exc, operation=operation, ref=ref)
-
-    # --- the daemon could not be asked (or did not answer) ----------------
-    if isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError):
-        text = str(exc)
-        if text.startswith("Error while fetching server API version"):
-            if _is_timeout(exc):
-                return EngineTimeout(
-                    f"the engine at {host} did not answer within {_fmt_seconds(timeout)} s "
-                    f"({OP_CONNECT})")
-            return EngineUnreachable(host, _transport_reason(exc))
-        # invalid DOCKER_HOST, unsupported protocol, bad version, …
-        return EngineError(f"{operation} failed: {text}" if text else f"{operation} failed")
-
-    if _is_timeout(exc):
-        return EngineTimeout(
-            f"the engine at {host} did not answer within {_fmt_seconds(timeout)} s ({operation})")
-
-    if isinstance(exc, (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError,
-                        ConnectionError, FileNotFoundError, http.client.HTTPException)):
-        return EngineUnreachable(host, _transport_reason(exc))
-    if isinstance(exc, OSError) and exc.strerror:
-        return EngineUnreachable(host, exc.strerror)
-
-    if isinstance(exc, docker.errors.APIError):  # an APIError without a response
-        return EngineError(f"{operation} failed: {exc.explanation or 'the engine answered with an error'}")
-
-    text = str(exc).strip()
-    if not text or text.startswith(("<", "(")):
-        text = type(exc).__name__
-    return EngineError(f"{operation} failed: {text}")
-
-
-def _map_api_error(exc: docker.errors.APIError, *, operation: str, ref: str) -> EngineError:
-    said = _explanation(exc)
-    message = DAEMON_PREFIX + said
-    status = exc.status_code or 0
-    registry_op = operation in _REGISTRY_OPS
-
-    if status == 409:
-        ids = tuple(dict.fromkeys(_CONTAINER_IN_CONFLICT.findall(said)))
-        return Conflict(message, containers=ids)
-
-    if registry_op:
-        # docker-py calls "pull access denied … repository does not exist" an
-        # ImageNotFound; for a pull it is a registry refusing access.
-        if status in (401, 403) or _has(said, _UNAUTHORIZED_MARKERS):
-            return RegistryUnauthorized(message)
-        if operation == OP_PULL and isinstance(exc, docker.errors.NotFound) and _has(said, _MANIFEST_MARKERS):
-            return ManifestNotFound(message)
-        if status >= 500 and _has(said, _REGISTRY_NETWORK_MARKERS):
-            return RegistryUnreachable(message)
-        if status == 400:
-            return InvalidArgument(message)
-        return EngineError(message)
-
-    if isinstance(exc, docker.errors.ImageNotFound):
-        # Engine 20.10 words a failed inspect "no such image: x: No such image:
-        # x:latest"; keep the last, fully qualified part, as `docker rmi` shows.
-        last = said.rfind("No such image: ")
-        if last > 0:
-            message = DAEMON_PREFIX + said[last:]
-        elif last < 0 and ref and "no such image" not in said.lower():
-            message = DAEMON_PREFIX + f"No such image: {ref}"
-        return ImageNotFound(message)
-    if status == 400:
-        return InvalidArgument(message)
-    if status == 401:
-        return RegistryUnauthorized(message)
-    return EngineError(message)
-
 
 # --------------------------------------------------------------------------
 # small conversions
@@ -583,7 +368,7 @@ def _remove_over_one_connection(path: str, version: str, calls: list[tuple[str, 
 # the engine
 
 
-class DockerEngine:
+class DockerEngine(ContainerRuns):
     """A Docker Engine at ``docker_host`` (``unix:///…``, ``tcp://…``)."""
 
     def __init__(self, docker_host: str, *, timeout: float = 60.0, max_workers: int = 8,
@@ -990,249 +775,3 @@ class DockerEngine:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
-
-    # -- containers: `docker run` as a smoke test (handlers/run.py) ----------
-    #
-    # A container's whole life (create, start, wait, output, remove) runs in
-    # a thread of its own, not in the pool: it waits up to the time limit, and
-    # a pool worker held that long would make local calls queue. The thread
-    # removes the container in a `finally`, whatever happens to the caller; a
-    # cancelled caller kills the container (by its name, chosen before it is
-    # created) so that thread ends at once. Each container carries a deadline
-    # label: a run that finds one past it (its Dockhand died mid-run) removes it.
-
-    run_limits: RunLimits = RunLimits()  # wiring sets the host's settings
-
-    def _run_lane(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        lane: asyncio.Semaphore | None = getattr(self, "_runs_lane", None)
-        if lane is None or getattr(self, "_runs_lane_loop", None) is not loop:
-            lane = asyncio.Semaphore(RUN_SLOTS)
-            self._runs_lane, self._runs_lane_loop = lane, loop
-        return lane
-
-    async def run_container(self, image: str, command: Sequence[str] = (), *,
-                            entrypoint: Sequence[str] | None = None, limits: RunLimits,
-                            tail_lines: int = 50, tail_bytes: int = 8192) -> RunResult:
-        """``docker run --rm`` of ``image`` (already on the host), sandboxed:
-        network mode none, read-only root filesystem, ``limits``, no
-        capabilities, no new privileges; killed at ``limits.timeout``. The
-        container is removed in every case (see :class:`RunResult`)."""
-        if not image:
-            raise AssertionError("run_container() needs an image")
-        self._check_open()
-        async with self._run_lane():
-            self._check_open()
-            job = _RunJob(image=image, command=list(command), entrypoint=None if entrypoint is None
-                          else list(entrypoint), limits=limits, tail_lines=max(1, tail_lines),
-                          tail_bytes=max(1, tail_bytes))
-            loop = asyncio.get_running_loop()
-            job.future = loop.create_future()
-            threading.Thread(target=self._run_worker, args=(job, loop), name="dockhand-run", daemon=False).start()
-            try:
-                outcome = await asyncio.shield(job.future)
-            except asyncio.CancelledError:
-                job.stop.set()
-                with contextlib.suppress(Exception):  # wakes the thread's wait; it removes the container
-                    await self._run(OP_RUN, lambda api: _kill_quietly(api, job.name))
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(job.future), timeout=self._timeout + 10)
-                raise
-            if isinstance(outcome, BaseException):
-                raise outcome
-            if not isinstance(outcome, RunResult):
-                raise EngineError(f"{OP_RUN} of {image} ended without a result")
-            return outcome
-
-    def _run_worker(self, job: "_RunJob", loop: asyncio.AbstractEventLoop) -> None:
-        """Runs in the run's own thread; hands a RunResult or an EngineError to ``job.future``."""
-        outcome: Any = None
-        api: docker.APIClient | None = None
-        created = False
-        try:
-            shared = self._client()
-            api = docker.APIClient(base_url=self._host, version=shared.api_version, timeout=self._timeout,
-                                   max_pool_size=2)
-            _sweep_stale_runs(api)
-            if job.stop.is_set():
-                raise _RunStopped
-            created = True  # from here on, whatever happens, try to remove it
-            api.create_container(job.image, command=job.command or None, entrypoint=job.entrypoint,
-                                 name=job.name, labels=job.labels(), host_config=_run_host_config(api, job.limits),
-                                 network_disabled=True, use_config_proxy=False, tty=False, stdin_open=False)
-            if job.stop.is_set():
-                raise _RunStopped
-            started = time.monotonic()
-            api.start(job.name)
-            timed_out = False
-            try:
-                status = api.wait(job.name, timeout=job.limits.timeout)
-            except Exception as exc:  # noqa: BLE001 - a timeout is the time limit; anything else fails the run
-                if not _is_timeout(exc):
-                    raise
-                timed_out = True
-                _kill_quietly(api, job.name)
-                status = api.wait(job.name, timeout=self._timeout)
-            duration = time.monotonic() - started
-            if job.stop.is_set():
-                raise _RunStopped
-            raw = api.logs(job.name, stdout=True, stderr=True, tail=job.tail_lines + 1)
-            output, truncated = _output_tail(raw, job.tail_lines, job.tail_bytes)
-            info = api.inspect_container(job.name)
-            state = info.get("State") or {}
-            code = (status or {}).get("StatusCode")
-            outcome = RunResult(exit_code=int(code if code is not None else state.get("ExitCode", -1)),
-                                output_tail=output, timed_out=timed_out, image_id=str(info.get("Image") or ""),
-                                container=job.name, truncated=truncated, oom_killed=bool(state.get("OOMKilled")),
-                                duration=round(duration, 3))
-        except _RunStopped:
-            outcome = _RunStopped()
-        except Exception as exc:  # noqa: BLE001 - every failure reaches the caller as a typed error
-            outcome = map_error(exc, host=self._host, operation=OP_RUN, timeout=self._timeout, ref=job.image)
-        finally:
-            problem = _remove_run(api, job.name) if created and api is not None else ""
-            if problem:
-                if isinstance(outcome, RunResult):
-                    outcome = _replace(outcome, removed=False, cleanup_error=problem)
-                elif isinstance(outcome, EngineError):
-                    outcome = EngineError(f"{outcome.message} (and the container {job.name} could not be "
-                                          f"removed: {problem})", outcome.hint)
-            if api is not None:
-                with contextlib.suppress(Exception):
-                    api.close()
-            _settle(loop, job.future, outcome)
-
-
-# --------------------------------------------------------------------------
-# containers: helpers of DockerEngine.run_container
-
-RUN_SLOTS = 4  # smoke tests at once per engine; more wait their turn
-RUN_LABEL = "org.dockhand.run"
-RUN_DEADLINE_LABEL = "org.dockhand.run.deadline"  # epoch seconds after which any Dockhand removes it
-RUN_GRACE = 120.0  # seconds after the time limit for Dockhand's own clean-up, before others step in
-RUN_LOG_MAX = "1m"  # the engine keeps at most this much output of a run
-
-
-class _RunStopped(Exception):
-    """The caller went away (cancelled): nothing to report, only clean up."""
-
-
-class _RunJob:
-    def __init__(self, *, image: str, command: list[str], entrypoint: list[str] | None, limits: RunLimits,
-                 tail_lines: int, tail_bytes: int):
-        self.image = image
-        self.command = command
-        self.entrypoint = entrypoint
-        self.limits = limits
-        self.tail_lines = tail_lines
-        self.tail_bytes = tail_bytes
-        self.name = "dockhand-run-" + secrets.token_hex(6)
-        self.deadline = time.time() + limits.timeout + RUN_GRACE
-        self.stop = threading.Event()
-        self.future: asyncio.Future | None = None
-
-    def labels(self) -> dict[str, str]:
-        return {RUN_LABEL: "smoke-test", RUN_DEADLINE_LABEL: f"{self.deadline:.0f}"}
-
-
-def _run_host_config(api: docker.APIClient, limits: RunLimits) -> dict:
-    return api.create_host_config(
-        network_mode="none",
-        read_only=True,
-        tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={int(limits.tmpfs)}"},
-        mem_limit=int(limits.memory),
-        memswap_limit=int(limits.memory),  # no swap beyond the memory limit
-        nano_cpus=int(round(limits.cpus * 1e9)),
-        pids_limit=int(limits.pids),
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        log_config={"type": "json-file", "config": {"max-size": RUN_LOG_MAX, "max-file": "1"}},
-        auto_remove=False,  # removed by Dockhand once its output is read
-    )
-
-
-def _kill_quietly(api: docker.APIClient, name: str) -> None:
-    """SIGKILL; a container already stopped (409) or gone (404) is fine."""
-    try:
-        api.kill(name)
-    except docker.errors.APIError as exc:
-        if exc.status_code not in (404, 409):
-            raise
-
-
-def _remove_run(api: docker.APIClient, name: str) -> str:
-    """Remove a run's container and its anonymous volumes (``--rm``); "" when
-    it is gone (or never was), else why not (after one retry)."""
-    problem = ""
-    for attempt in range(2):
-        try:
-            api.remove_container(name, force=True, v=True)
-            return ""
-        except docker.errors.NotFound:
-            return ""
-        except Exception as exc:  # noqa: BLE001 - reported, never raised from a finally
-            problem = map_error(exc, host=str(api.base_url), operation=OP_RUN).message
-            if attempt == 0:
-                time.sleep(0.5)
-    return problem
-
-
-def _sweep_stale_runs(api: docker.APIClient) -> None:
-    """Remove run containers past their deadline (best effort)."""
-    now = time.time()
-    try:
-        stale = [c.get("Id") for c in api.containers(all=True, filters={"label": RUN_LABEL})
-                 if _deadline(c.get("Labels") or {}) < now]
-    except Exception:  # noqa: BLE001 - a sweep never fails a run
-        return
-    for cid in stale:
-        with contextlib.suppress(Exception):
-            api.remove_container(cid, force=True, v=True)
-
-
-def _deadline(labels: Mapping[str, str]) -> float:
-    try:
-        return float(labels.get(RUN_DEADLINE_LABEL) or "inf")
-    except ValueError:
-        return float("inf")
-
-
-def _output_tail(raw: bytes | str | None, lines: int, limit: int) -> tuple[str, bool]:
-    """The last ``lines`` lines and at most ``limit`` bytes of ``raw``, as
-    text; and whether anything earlier was left out."""
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "replace")
-    data = raw or b""
-    parts = data.split(b"\n")
-    if parts and parts[-1] == b"":
-        parts.pop()
-    truncated = len(parts) > lines
-    data = b"\n".join(parts[-lines:])
-    if len(data) > limit:
-        data = data[-limit:]
-        cut = data.find(b"\n")
-        if 0 <= cut < len(data) - 1:
-            data = data[cut + 1:]  # no half line at the top
-        truncated = True
-    return data.decode("utf-8", "replace"), truncated
-
-
-def _replace(result: RunResult, **changes: Any) -> RunResult:
-    import dataclasses
-
-    return dataclasses.replace(result, **changes)
-
-
-def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future | None, outcome: Any) -> None:
-    """Hand ``outcome`` to the event loop's future, from the run's thread."""
-    if future is None:
-        return
-
-    def settle() -> None:
-        if not future.done():
-            future.set_result(outcome)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the loop is gone: nobody is waiting
-        pass

@@ -10,7 +10,7 @@ import pytest
 
 from bot.audit_log import AuditLog
 from bot.config import ConfigError, load_settings
-from bot.engine import _output_tail
+from bot.engine_run import _output_tail
 from bot.render.text import render
 from bot.store import SqliteStore
 from handlers import dispatch, run

@@ -1,0 +1,255 @@
+"""Docker-py and transport failures -> the typed errors of handlers/errors.py.
+
+:func:`map_error` turns any exception of docker-py or its transport into a
+typed error worded the way the docker CLI words it (``Error response from
+daemon: …``); :func:`map_stream_error` does it for an error reported inside a
+200 stream (a pull's ``errorDetail``). Nothing else of docker-py leaves
+``bot/engine.py``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+from typing import Iterable, Sequence
+
+import docker
+import docker.errors
+import requests
+import urllib3.exceptions
+
+from handlers.errors import (
+    Conflict,
+    DockhandError,
+    EngineError,
+    EngineTimeout,
+    EngineUnreachable,
+    ImageNotFound,
+    InvalidArgument,
+    ManifestNotFound,
+    RegistryUnauthorized,
+    RegistryUnreachable,
+)
+
+DAEMON_PREFIX = "Error response from daemon: "
+
+# Operations as they are named in error messages.
+OP_CONNECT = "connect"
+OP_LIST = "image list"
+OP_INSPECT = "image inspect"
+OP_PULL = "image pull"
+OP_REMOVE = "image remove"
+OP_PRUNE = "image prune"
+OP_SEARCH = "image search"
+OP_INFO = "info"
+OP_VERSION = "version"
+OP_CONTAINERS = "container list"
+OP_DF = "system df"
+OP_RUN = "container run"
+
+# Operations whose failures may come from a registry rather than the engine.
+_REGISTRY_OPS = frozenset({OP_PULL, OP_SEARCH})
+
+_UNAUTHORIZED_MARKERS = (
+    "unauthorized",
+    "authentication required",
+    "no basic auth credentials",
+    # "denied" alone would also catch a local "permission denied"
+    "access denied",
+    "access to the resource is denied",
+)
+_REGISTRY_NETWORK_MARKERS = (
+    "connection refused",
+    "no such host",
+    "dial tcp",
+    "i/o timeout",
+    "connection reset",
+    "network is unreachable",
+    "no route to host",
+    "tls handshake timeout",
+    "proxyconnect",
+    "server gave http response to https client",
+)
+_MANIFEST_MARKERS = ("manifest unknown", "not found")
+_CONTAINER_IN_CONFLICT = re.compile(r"container ([0-9a-f]{12,64}) is using")
+
+
+# --------------------------------------------------------------------------
+# error mapping
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:g}"
+
+
+def _walk(exc: BaseException) -> Iterable[BaseException]:
+    """``exc`` and every exception it wraps (args, ``reason``, cause, context)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        for a in getattr(e, "args", ()):
+            if isinstance(a, BaseException):
+                todo.append(a)
+        reason = getattr(e, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+        if e.__cause__ is not None:
+            todo.append(e.__cause__)
+        if e.__context__ is not None:
+            todo.append(e.__context__)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    for e in _walk(exc):
+        # Could not even connect: unreachable, not slow. (urllib3's
+        # NewConnectionError, "connection refused", is a ConnectTimeoutError.)
+        if isinstance(e, (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
+            return False
+        if isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError,
+                          socket.timeout, TimeoutError)):
+            return True
+    return False
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """The OS-level reason of a transport failure, without Python reprs
+    (``No such file or directory``, ``Connection refused``)."""
+    for e in _walk(exc):
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+    for e in _walk(exc):
+        if isinstance(e, (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
+            return "connection timed out"
+        if isinstance(e, (urllib3.exceptions.ProtocolError, http.client.HTTPException)):
+            return "the engine closed the connection"
+    return "the connection failed"
+
+
+def _explanation(exc: docker.errors.APIError) -> str:
+    """What the daemon said: the ``message`` of its JSON error body."""
+    text = exc.explanation
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = (text or "").strip()
+    if not text:
+        response = exc.response
+        if response is not None:
+            text = f"{response.status_code} {response.reason or ''}".strip()
+        else:
+            text = "the engine answered with an error"
+    return text
+
+
+def _has(message: str, markers: Sequence[str]) -> bool:
+    low = message.lower()
+    return any(m in low for m in markers)
+
+
+def map_stream_error(message: str, *, operation: str = OP_PULL, ref: str = "") -> EngineError:
+    """Map an error reported inside a 200 stream (``errorDetail``).
+
+    The CLI prints such an error as it is, without "Error response from daemon".
+    """
+    message = (message or "").strip() or f"{operation} failed"
+    if _has(message, _UNAUTHORIZED_MARKERS):
+        return RegistryUnauthorized(message)
+    if _has(message, _REGISTRY_NETWORK_MARKERS):
+        return RegistryUnreachable(message)
+    if _has(message, ("manifest unknown",)):
+        return ManifestNotFound(message)
+    return EngineError(message)
+
+
+def map_error(exc: BaseException, *, host: str, operation: str,
+              timeout: float | None = None, ref: str = "") -> EngineError:
+    """Turn any exception of docker-py or its transport into a typed error.
+
+    ``operation`` names what was being done (``image pull``); ``ref`` the image
+    it was done to, when there is one; ``timeout`` the engine's timeout in
+    seconds (for the wording of :class:`EngineTimeout`).
+    """
+    if isinstance(exc, EngineError):
+        return exc
+    if isinstance(exc, DockhandError):  # a usage error raised on the way: keep its words
+        return EngineError(exc.message, exc.hint)
+
+    # --- the daemon answered with an error status -------------------------
+    if isinstance(exc, docker.errors.APIError) and exc.response is not None:
+        return _map_api_error(exc, operation=operation, ref=ref)
+
+    # --- the daemon could not be asked (or did not answer) ----------------
+    if isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError):
+        text = str(exc)
+        if text.startswith("Error while fetching server API version"):
+            if _is_timeout(exc):
+                return EngineTimeout(
+                    f"the engine at {host} did not answer within {_fmt_seconds(timeout)} s "
+                    f"({OP_CONNECT})")
+            return EngineUnreachable(host, _transport_reason(exc))
+        # invalid DOCKER_HOST, unsupported protocol, bad version, …
+        return EngineError(f"{operation} failed: {text}" if text else f"{operation} failed")
+
+    if _is_timeout(exc):
+        return EngineTimeout(
+            f"the engine at {host} did not answer within {_fmt_seconds(timeout)} s ({operation})")
+
+    if isinstance(exc, (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError,
+                        ConnectionError, FileNotFoundError, http.client.HTTPException)):
+        return EngineUnreachable(host, _transport_reason(exc))
+    if isinstance(exc, OSError) and exc.strerror:
+        return EngineUnreachable(host, exc.strerror)
+
+    if isinstance(exc, docker.errors.APIError):  # an APIError without a response
+        return EngineError(f"{operation} failed: {exc.explanation or 'the engine answered with an error'}")
+
+    text = str(exc).strip()
+    if not text or text.startswith(("<", "(")):
+        text = type(exc).__name__
+    return EngineError(f"{operation} failed: {text}")
+
+
+def _map_api_error(exc: docker.errors.APIError, *, operation: str, ref: str) -> EngineError:
+    said = _explanation(exc)
+    message = DAEMON_PREFIX + said
+    status = exc.status_code or 0
+    registry_op = operation in _REGISTRY_OPS
+
+    if status == 409:
+        ids = tuple(dict.fromkeys(_CONTAINER_IN_CONFLICT.findall(said)))
+        return Conflict(message, containers=ids)
+
+    if registry_op:
+        # docker-py calls "pull access denied … repository does not exist" an
+        # ImageNotFound; for a pull it is a registry refusing access.
+        if status in (401, 403) or _has(said, _UNAUTHORIZED_MARKERS):
+            return RegistryUnauthorized(message)
+        if operation == OP_PULL and isinstance(exc, docker.errors.NotFound) and _has(said, _MANIFEST_MARKERS):
+            return ManifestNotFound(message)
+        if status >= 500 and _has(said, _REGISTRY_NETWORK_MARKERS):
+            return RegistryUnreachable(message)
+        if status == 400:
+            return InvalidArgument(message)
+        return EngineError(message)
+
+    if isinstance(exc, docker.errors.ImageNotFound):
+        # Engine 20.10 words a failed inspect "no such image: x: No such image:
+        # x:latest"; keep the last, fully qualified part, as `docker rmi` shows.
+        last = said.rfind("No such image: ")
+        if last > 0:
+            message = DAEMON_PREFIX + said[last:]
+        elif last < 0 and ref and "no such image" not in said.lower():
+            message = DAEMON_PREFIX + f"No such image: {ref}"
+        return ImageNotFound(message)
+    if status == 400:
+        return InvalidArgument(message)
+    if status == 401:
+        return RegistryUnauthorized(message)
+    return EngineError(message)
