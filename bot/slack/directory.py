@@ -46,7 +46,7 @@ class GroupDirectory:
                 resp = await self.client.usergroups_users_list(usergroup=group)
                 members = frozenset(str(u) for u in resp.get("users") or ())
             except Exception as exc:  # noqa: BLE001 - Slack down or scope missing: grant nothing
-                from .runtime import _slack_error
+                from .posting import _slack_error
 
                 error = _slack_error(exc)
                 log.warning("cannot list the members of user group %s (%s): its role grants nothing for now",

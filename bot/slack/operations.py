@@ -183,7 +183,7 @@ async def _update(runtime: "SlackRuntime", client, op: Operation, message: dict,
         except Exception as exc:  # noqa: BLE001
             log.error("updating the message of operation %s failed: %s", op.id[:12], type(exc).__name__)
     if respond is not None:
-        from .runtime import send_response
+        from .posting import send_response
 
         return await send_response(respond, message, replace_original=True)
     return False
@@ -195,7 +195,7 @@ async def _message(runtime: "SlackRuntime", reply: Reply, op: Operation, *, inte
 
 async def request(runtime: "SlackRuntime", line: str, actor: Actor, *, channel: str, respond, client) -> None:
     """``/rmi …``, ``/docker image prune …``: plan, then post the plan in the channel with Confirm/Cancel."""
-    from .runtime import ChannelPost, send_response
+    from .posting import ChannelPost, send_response
 
     reply = await runtime.dispatch(line, actor)
     op = reply.operation
@@ -216,7 +216,7 @@ async def request(runtime: "SlackRuntime", line: str, actor: Actor, *, channel: 
 
 async def _publish(runtime: "SlackRuntime", reply: Reply, *, channel: str, respond, client) -> None:
     """Post a pending operation's plan in the channel and remember where."""
-    from .runtime import ChannelPost, send_response
+    from .posting import ChannelPost, send_response
 
     op = reply.operation
     post = ChannelPost(client, channel, respond)
@@ -230,7 +230,7 @@ async def _publish(runtime: "SlackRuntime", reply: Reply, *, channel: str, respo
 
 async def click(runtime: "SlackRuntime", kind: str, body: dict, action: dict, client, respond) -> None:
     """A Confirm or Cancel click on an operation's message."""
-    from .runtime import send_response
+    from .posting import send_response
 
     user = body.get("user") or {}
     container = body.get("container") or {}
