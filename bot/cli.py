@@ -36,8 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _command_value_first(argv: list[str]) -> list[str]:
+    """``shell -c --version``: the word after ``-c`` is the command line even
+    when it starts with a dash (argparse would take it for an option)."""
+    out = list(argv)
+    for i, word in enumerate(out[:-1]):
+        if word == "-c" and out[i + 1].startswith("-"):
+            out[i:i + 2] = [f"-c{out[i + 1]}"]
+            break
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_command_value_first(sys.argv[1:] if argv is None else argv))
     load_dotenv_file(args.env_file)
     mode = args.mode
     try:

@@ -136,6 +136,7 @@ def interactive(services: Services, *, yes: bool = False) -> int:
                 if not line:
                     continue
                 if line in ("exit", "quit", "logout", ":q"):
+                    status = 0  # leaving on purpose is a success, whatever the last command did
                     break
                 try:
                     reply = runner.run(dispatch(line, actor, services,

@@ -165,3 +165,13 @@ def test_pull_all_tags_lists_them_and_asks_first(stack, make_image):
         assert stack.docker("image", "inspect", ref).returncode == 0
     tagged = dockhand("shell", "-c", f"pull -a {img.ref}", stack=stack)
     assert tagged.returncode == 2 and "tag can't be used with --all-tags/-a" in tagged.stderr
+
+
+def test_dash_c_takes_a_command_that_starts_with_a_dash_and_exit_is_a_success(stack):
+    for line in ("--version", "-v"):
+        r = dockhand("shell", "-c", line, stack=stack)
+        assert r.returncode == 0 and r.stdout.startswith("Docker version "), (line, r.stderr)
+    refused_then_exit = dockhand("shell", stack=stack, input="bogus\nexit\n")
+    assert refused_then_exit.returncode == 0 and "unknown command" in refused_then_exit.stderr
+    refused_then_eof = dockhand("shell", stack=stack, input="bogus\n")
+    assert refused_then_eof.returncode == 2  # the last command's status, as a shell script's
