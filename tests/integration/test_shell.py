@@ -100,8 +100,10 @@ def test_engine_down_says_which_host_and_how_to_fix(tmp_path):
     r = dockhand("shell", "-c", "images", env=env)
     assert r.returncode == 1
     assert host in r.stderr and "DOCKER_HOST" in r.stderr and "Traceback" not in r.stderr
-    inter = dockhand("shell", env=env, input="info\nexit\n")
+    inter = dockhand("shell", env=env, input="info\n")  # ends at EOF: the last command's status
     assert inter.returncode == 1 and inter.stderr.count(host) >= 2
+    left = dockhand("shell", env=env, input="info\nexit\n")  # `exit` on purpose is a success
+    assert left.returncode == 0 and left.stderr.count(host) >= 2
 
 
 def test_bad_configuration_is_one_line_per_problem(tmp_path):
