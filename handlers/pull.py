@@ -148,6 +148,11 @@ _PLATFORM = re.compile(r"[a-z0-9_-]+(/[a-z0-9_-]+(/[a-z0-9_.-]+)?)?")
 
 def validate(parsed) -> None:
     ref = refs.parse_normalized(parsed.args[0])
+    host, colon, port = ref.domain.rpartition(":")
+    if colon and port.isdigit() and not 0 < int(port) < 65536:
+        # the grammar takes any digits; the engine cannot dial them ("invalid port")
+        raise UsageError(f"invalid registry port {port[:12]} in {ref.domain[:80]}: a port is 1 to 65535",
+                         "Check the registry address: `docker pull HOST:PORT/NAME[:TAG]`.")
     if parsed.opts.get("all_tags") and (ref.tag or ref.digest):
         raise UsageError("tag can't be used with --all-tags/-a", "Give the repository alone: `docker pull -a NAME`.")
     platform = parsed.opts.get("platform")

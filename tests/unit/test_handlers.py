@@ -226,3 +226,15 @@ async def test_a_stars_filter_takes_ascii_digits_only():
     s = Services(engine=FakeEngine())
     reply = await dispatch("search --filter stars=² x", ME, s)
     assert reply.status is Status.USAGE and s.engine.calls == []
+
+
+@pytest.mark.parametrize("ref,ok", [("127.0.0.1:65535/x", True), ("127.0.0.1:70000/x", False),
+                                    ("127.0.0.1:0/x", False), ("[::1]:5000/x", True), ("[::1]:99999/x", False),
+                                    ("localhost:5000/x:1", True)])
+def test_pull_refuses_a_registry_port_the_engine_cannot_dial_before_anything_runs(ref, ok):
+    from handlers import preflight
+
+    reply = preflight(f"pull {ref}")
+    assert (reply is None) is ok
+    if not ok:
+        assert reply.status is Status.USAGE and "a port is 1 to 65535" in reply.parts[0].message
