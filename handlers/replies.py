@@ -23,6 +23,9 @@ class Status(enum.IntEnum):
     USAGE = 2  # the command line itself was wrong
 
 
+VOLATILE_COLUMNS = frozenset({"CREATED"})
+
+
 @dataclass(frozen=True)
 class Table:
     """Rows under CLI-style column headers (``REPOSITORY TAG IMAGE ID ...``).
@@ -35,10 +38,14 @@ class Table:
     headerless: bool = False
 
     def fingerprint(self) -> str:
-        """A short digest of the rows: lets a paginator tell the list changed."""
+        """A short digest of the rows: lets a paginator tell the list changed.
+
+        Columns whose text moves with the clock (CREATED: "2 seconds ago")
+        are left out: an image getting a second older is no change."""
+        keep = [i for i, name in enumerate(self.columns) if name not in VOLATILE_COLUMNS]
         h = hashlib.sha256()
         for row in self.rows:
-            h.update("\x1f".join(row).encode())
+            h.update("\x1f".join(row[i] for i in keep if i < len(row)).encode())
             h.update(b"\x1e")
         return h.hexdigest()[:16]
 

@@ -339,3 +339,13 @@ def test_any_reply_renders_within_limits(rows, width, headerless, page, notice, 
     reply = Reply("docker images", (Notice(notice or "n"), table, ErrorPart(error or "e", error)),
                   host=error[:50], engine_version=notice[:20])
     assert_valid(render(reply, page=page, share=True, command=notice))
+
+
+def test_a_table_fingerprint_ignores_ages_but_not_content():
+    from handlers.replies import Table
+
+    cols = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+    a = Table(cols, (("x", "1", "aaaaaaaaaaaa", "2 seconds ago", "1MB"),))
+    older = Table(cols, (("x", "1", "aaaaaaaaaaaa", "3 seconds ago", "1MB"),))
+    retagged = Table(cols, (("x", "1", "bbbbbbbbbbbb", "2 seconds ago", "1MB"),))
+    assert a.fingerprint() == older.fingerprint() != retagged.fingerprint()
