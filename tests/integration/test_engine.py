@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -28,6 +27,7 @@ from bot.engine import DockerEngine
 from handlers import errors as E
 from handlers.ports import ContainerRef, ImageSummary, PullEvent, SearchResult
 from handlers.replies import Status
+from tests.fakes.registry_image import image_documents, sha
 
 pytestmark = pytest.mark.integration
 
@@ -114,8 +114,6 @@ def push(stack, make_image, ref: str) -> None:
 # --- a registry of our own, for failures the real one will not produce ---------------
 
 
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class FakeRegistry:
@@ -135,20 +133,7 @@ class FakeRegistry:
         self.hanging = threading.Event()
         layer_tar = random_tar("payload.bin", layer_size)
         self.layer = gzip.compress(layer_tar, compresslevel=1)
-        self.config = json.dumps({
-            "architecture": arch, "os": "linux",
-            "config": {"Cmd": ["/payload.bin"]},
-            "rootfs": {"type": "layers", "diff_ids": [_sha(layer_tar)]},
-            "history": [{"created_by": "fake registry"}],
-        }).encode()
-        self.manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                       "size": len(self.config), "digest": _sha(self.config)},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                        "size": len(self.layer), "digest": _sha(self.layer)}],
-        }).encode()
+        self.config, self.manifest = image_documents(layer_tar, self.layer, arch, "fake registry")
         reg = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -186,11 +171,11 @@ class FakeRegistry:
                         reg.release.wait(60)
                         return
                     self._send(200, reg.manifest, "application/vnd.docker.distribution.manifest.v2+json",
-                               {"Docker-Content-Digest": _sha(reg.manifest)})
-                elif path.endswith("/blobs/" + _sha(reg.config)):
+                               {"Docker-Content-Digest": sha(reg.manifest)})
+                elif path.endswith("/blobs/" + sha(reg.config)):
                     self._send(200, reg.config, "application/octet-stream",
-                               {"Docker-Content-Digest": _sha(reg.config)})
-                elif path.endswith("/blobs/" + _sha(reg.layer)):
+                               {"Docker-Content-Digest": sha(reg.config)})
+                elif path.endswith("/blobs/" + sha(reg.layer)):
                     self._layer()
                 else:
                     self._send(404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}')

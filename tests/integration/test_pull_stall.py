@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
 import io
-import json
 import os
 import select
 import socket
@@ -33,6 +31,7 @@ import pytest
 
 from bot.engine import DockerEngine
 from handlers import errors as E
+from tests.fakes.registry_image import image_documents, sha
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +39,6 @@ STALL = 2.0  # seconds: the stall timeout these tests use
 MARGIN = 3.0  # what the end of a pull may take beyond it (loaded CI machine)
 
 
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _layer(size: int) -> tuple[bytes, bytes]:
@@ -70,19 +67,7 @@ class StallingRegistry:
         self.peer_closed = threading.Event()  # the engine hung up on a stalled request
         self.completed = threading.Event()  # a stalled request was served in full after all
         tar, self.layer = _layer(layer_size)
-        self.config = json.dumps({
-            "architecture": arch, "os": "linux", "config": {"Cmd": ["/payload.bin"]},
-            "rootfs": {"type": "layers", "diff_ids": [_sha(tar)]},
-            "history": [{"created_by": "stalling registry"}],
-        }).encode()
-        self.manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                       "size": len(self.config), "digest": _sha(self.config)},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                        "size": len(self.layer), "digest": _sha(self.layer)}],
-        }).encode()
+        self.config, self.manifest = image_documents(tar, self.layer, arch, "stalling registry")
         reg = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -148,20 +133,20 @@ class StallingRegistry:
                     if reg.mode == "hang" and self.command == "GET":
                         body = reg.manifest
                         self._headers(200, len(body), "application/vnd.docker.distribution.manifest.v2+json",
-                                      {"Docker-Content-Digest": _sha(body)})
+                                      {"Docker-Content-Digest": sha(body)})
                         self._stall_then(body)
                         return
                     if reg.mode == "hang":  # HEAD: no answer until released
                         self._stall_then(b"", first=lambda: self._send(
                             200, reg.manifest, "application/vnd.docker.distribution.manifest.v2+json",
-                            {"Docker-Content-Digest": _sha(reg.manifest)}))
+                            {"Docker-Content-Digest": sha(reg.manifest)}))
                         return
                     self._send(200, reg.manifest, "application/vnd.docker.distribution.manifest.v2+json",
-                               {"Docker-Content-Digest": _sha(reg.manifest)})
-                elif path.endswith("/blobs/" + _sha(reg.config)):
+                               {"Docker-Content-Digest": sha(reg.manifest)})
+                elif path.endswith("/blobs/" + sha(reg.config)):
                     self._send(200, reg.config, "application/octet-stream",
-                               {"Docker-Content-Digest": _sha(reg.config)})
-                elif path.endswith("/blobs/" + _sha(reg.layer)):
+                               {"Docker-Content-Digest": sha(reg.config)})
+                elif path.endswith("/blobs/" + sha(reg.layer)):
                     if self.command == "HEAD" or reg.mode != "stall":
                         self._send(200, reg.layer, "application/octet-stream")
                         return
