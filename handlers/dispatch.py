@@ -218,7 +218,7 @@ async def _run(command: Command, actor: Actor, services: Services, emit: Emit) -
     denial = access.authorise(services.access(), actor, spec.effect, spec.command_path, spec.role)
     if denial is not None:
         return await operations.denied(call, denial)
-    if spec.effect == DESTRUCTIVE or (spec.confirm_if is not None and spec.confirm_if(parsed)):
+    if command.asks_first:
         return await operations.request(call, await spec.planner(call))
     if spec.effect == WRITE:
         return await operations.run_write(call)
@@ -233,14 +233,6 @@ def preflight(text: str) -> Reply | None:
     except DockhandError as exc:
         return error_reply(text.strip(), exc.message, exc.hint, exc.status)
     return None
-
-
-def asks_first(text: str) -> bool:
-    """Whether ``text`` is planned and confirmed before it runs (False for a line that does not parse)."""
-    try:
-        return parse_command(text).asks_first
-    except DockhandError:
-        return False
 
 
 def effect_of(text: str) -> str:

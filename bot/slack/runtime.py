@@ -30,12 +30,12 @@ from typing import Awaitable, Callable, Optional
 
 from bot.config import Settings
 from bot.render import blockkit
-from handlers import preflight
 
 from .posting import ChannelPost, Message, send_response
-from handlers.argv import DESTRUCTIVE, READ, WRITE
+from handlers.argv import READ, WRITE
 from handlers.context import Actor, Emit, Services
-from handlers.dispatch import asks_first, effect_of
+from handlers.dispatch import Command, effect_of, parse_command
+from handlers.errors import DockhandError
 from handlers.replies import Reply, Status, error_reply
 
 log = logging.getLogger("dockhand.slack")
@@ -156,16 +156,11 @@ class AckGate:
             pass
 
 
-def access_denial(line: str, actor: Actor, services: Services):
-    """The access policy's answer for ``line`` (handlers.access decides; this
-    only lets a front end ask before announcing an action)."""
+def access_denial(command: Command, actor: Actor, services: Services):
+    """The access policy's answer for ``command`` (handlers.access decides;
+    this only lets a front end ask before announcing an action)."""
     from handlers import access
-    from handlers.dispatch import parse_command
 
-    try:
-        command = parse_command(line)
-    except Exception:  # noqa: BLE001 - a usage error: dispatch answers it
-        return None
     return access.authorise(services.access(), actor, command.effect, command.path, command.role)
 
 
@@ -359,14 +354,18 @@ class SlackRuntime:
     async def run(self, line: str, actor: Actor, *, channel: str, respond, client,
                   from_button: bool = False) -> None:
         """Run one command line and answer it (the slash command and help-button flow)."""
-        kind = command_kind(line)
-        if kind == DESTRUCTIVE or asks_first(line):
+        try:
+            command = parse_command(line)  # once: what it is decides the flow
+        except DockhandError:
+            command = None  # a usage error: dispatch answers it, privately
+        kind = command.effect if command is not None else READ
+        if command is not None and command.asks_first:
             from . import operations as slack_operations
 
             await slack_operations.request(self, line, actor, channel=channel, respond=respond, client=client)
             return
-        if kind == WRITE and _write_target(line)[1] and preflight(line) is None \
-                and access_denial(line, actor, self.services) is None:
+        if command is not None and kind == WRITE and _write_target(line)[1] \
+                and access_denial(command, actor, self.services) is None:
             # announced in the channel only once the command line is known to be
             # valid and the person may run it
             await self.run_write(line, actor, channel=channel, respond=respond, client=client)
