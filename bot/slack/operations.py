@@ -263,9 +263,9 @@ async def click(runtime: "SlackRuntime", kind: str, body: dict, action: dict, cl
         await send_response(respond, await runtime.render(reply, command=reply.command, interactive=False),
                             response_type="ephemeral", replace_original=False)
         if reply.meta.get("denied") and final is not None and (final.message or {}).get("ts"):
-            await _post(client, final.message["channel"],
-                        f":no_entry: {blockkit.mention(actor.id)} tried to {kind} this operation: "
-                        f"{blockkit.escape(reply.summary)}.", thread_ts=final.message["ts"])
+            await thread_note(runtime, client, final.message["channel"], final.message["ts"],
+                              f":no_entry: {blockkit.mention(actor.id)} tried to {kind} this operation: "
+                              f"{blockkit.escape(reply.summary)}.")
         return
     superseded = reply.meta.get("superseded")
     if superseded is not None:
