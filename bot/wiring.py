@@ -59,7 +59,7 @@ def build_services(settings: Settings) -> Services:
     from bot.store import SqliteStore
 
     credentials = CredentialStore(settings.registry_logins, docker_config=settings.docker_config)
-    engine = DockerEngine(settings.docker_host, timeout=settings.engine_timeout,
+    engine = DockerEngine(settings.target, timeout=settings.engine_timeout,
                           stall_timeout=settings.pull_stall_timeout, credentials=credentials,
                           per_person=settings.per_person_registry_calls, per_registry=settings.per_registry_calls)
     engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host

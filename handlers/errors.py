@@ -45,6 +45,7 @@ class EngineUnreachable(EngineError):
             "DOCKER_HOST at a running one (for a private test engine: "
             "`python tests/stack/stack.py up`, then `eval $(python tests/stack/stack.py env)`)."))
         self.host = host
+        self.detail = detail  # why, in words (the OS's reason, or what TLS or ssh said)
 
 
 class EngineTimeout(EngineError):

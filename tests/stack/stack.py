@@ -564,7 +564,9 @@ def kill_engine_leftovers(p: Paths) -> None:
             os.unlink(f)
 
 
-def start_dockerd(p: Paths) -> int:
+def start_dockerd(p: Paths, extra_args: tuple[str, ...] = ()) -> int:
+    """Start (or find running) the private dockerd of ``p``; ``extra_args``
+    adds listeners (e.g. ``-H tcp://127.0.0.1:PORT --tlsverify ...``)."""
     pid = dockerd_pid(p)
     if pid:
         if engine_ping(p):
@@ -598,6 +600,7 @@ def start_dockerd(p: Paths) -> int:
         "--ip-forward=false",
         "--ip-masq=false",
         "--insecure-registry", "127.0.0.0/8",
+        *extra_args,
     ]  # fmt: skip
     t0 = time.monotonic()
     proc = start_process(argv, p.dockerd_log, safety_env(), p.root, "starting dockerd")
