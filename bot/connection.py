@@ -126,14 +126,18 @@ class EngineTarget:
         if tls.key and _encrypted_key(tls.key):
             return [f"{tls.origin}: {tls.key} is an encrypted private key; the docker CLI refuses "
                     "those too: store it decrypted (openssl pkey -in key.pem -out key.pem)"]
-        try:
-            self.ssl_context()
-        except ssl.SSLError as exc:
-            what = (f"{tls.cert} and {tls.key} are not a certificate and its private key"
-                    if tls.cert and _is_cert_error(exc) else f"{tls.ca} is not a PEM CA certificate")
-            out.append(f"{tls.origin}: {what} ({_ssl_reason(exc)})")
-        except OSError as exc:
-            out.append(f"{tls.origin}: cannot read the TLS files ({exc.strerror or exc})")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if tls.ca:
+            try:
+                ctx.load_verify_locations(cafile=tls.ca)
+            except (ssl.SSLError, ValueError) as exc:
+                out.append(f"{tls.origin}: {tls.ca} is not a PEM CA certificate ({_ssl_reason(exc)})")
+        if tls.cert and tls.key:
+            try:
+                ctx.load_cert_chain(tls.cert, tls.key, password=_no_password)
+            except ssl.SSLError as exc:
+                out.append(f"{tls.origin}: {tls.cert} and {tls.key} are not a certificate and its private key "
+                           f"({_ssl_reason(exc)})")
         return out
 
     # -- clients -----------------------------------------------------------------
@@ -205,13 +209,9 @@ def _encrypted_key(path: str) -> bool:
     return b"ENCRYPTED" in head
 
 
-def _is_cert_error(exc: ssl.SSLError) -> bool:
-    text = f"{exc.library or ''} {exc.reason or ''} {exc}".upper()
-    return any(m in text for m in ("KEY_VALUES_MISMATCH", "PEM", "X509", "KEY", "ENCRYPTED"))
-
-
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    reason = exc.reason or (exc.strerror if isinstance(exc.strerror, str) else "") or str(exc)
+def _ssl_reason(exc: Exception) -> str:
+    reason = (getattr(exc, "reason", None) or (exc.strerror if isinstance(getattr(exc, "strerror", None), str)
+                                                else "") or str(exc))
     return str(reason).replace("_", " ").lower()
 
 

@@ -160,6 +160,9 @@ def _ssh_reason(exc: BaseException) -> str:
             return f"ssh: {', '.join(sorted(reasons)) or 'cannot connect'}"
         if isinstance(e, paramiko.SSHException):
             said = str(e).strip() or type(e).__name__
+            if "no authentication methods" in said.lower():
+                return ("ssh: no key to offer (none in ssh-agent, ~/.ssh/id_*, or an IdentityFile "
+                        "in ~/.ssh/config for this host)")
             if "known_hosts" in said:
                 return (f"ssh: {said}: add the host's key to ~/.ssh/known_hosts "
                         "(ssh-keyscan, or connect once with ssh); Dockhand never accepts an unknown host key")
@@ -237,6 +240,9 @@ def map_error(exc: BaseException, *, host: str, operation: str,
         return _map_api_error(exc, operation=operation, ref=ref)
 
     # --- the daemon could not be asked (or did not answer) ----------------
+    ssh = _ssh_reason(exc)  # paramiko's failures leave docker-py as they are
+    if ssh:
+        return EngineUnreachable(host, ssh)
     if isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError):
         text = str(exc)
         if text.startswith("Error while fetching server API version"):
