@@ -76,6 +76,7 @@ from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY, Registry
 from handlers.errors import (
     EngineError,
     EngineTimeout,
+    EngineUnreachable,
     InvalidArgument,
 )
 from handlers.ports import (
@@ -281,10 +282,20 @@ class DockerEngine(ContainerRuns):
                 try:
                     api = _api_client(self._target, self._timeout)
                 except Exception as exc:
-                    raise map_error(exc, host=self._host, operation=OP_CONNECT,
+                    raise self._map(exc, operation=OP_CONNECT,
                                     timeout=self._timeout) from exc
                 self._api = api
             return self._api
+
+    def _map(self, exc: BaseException, *, operation: str, timeout: float | None = None, ref: str = "") -> EngineError:
+        """:func:`map_error` for this engine; an unreachable engine chosen by a
+        context (or named in a configuration) gets a hint naming that, not DOCKER_HOST."""
+        error = map_error(exc, host=self._host, operation=operation, timeout=timeout, ref=ref)
+        source = self._target.source.split(" (")[0]  # "context prod", without the config file's path
+        if isinstance(error, EngineUnreachable) and source != "DOCKER_HOST":
+            error.hint = (f"Dockhand tried {self._host}, chosen by {source}. Start the engine there, or "
+                          "choose another with DOCKER_HOST or DOCKER_CONTEXT (`docker context ls`).")
+        return error
 
     def _check_open(self) -> None:
         if self._closed:
@@ -298,7 +309,7 @@ class DockerEngine(ContainerRuns):
             try:
                 return fn(api)
             except Exception as exc:
-                raise map_error(exc, host=self._host, operation=operation,
+                raise self._map(exc, operation=operation,
                                 timeout=self._timeout, ref=ref) from exc
 
         loop = asyncio.get_running_loop()
@@ -466,7 +477,7 @@ class DockerEngine(ContainerRuns):
                         "registry is only slow.")
                     log.warning("pull %s: nothing received for %g s: stopped", ref, self._stall_timeout)
                 else:
-                    error = map_error(exc, host=self._host, operation=OP_PULL, timeout=self._timeout, ref=ref)
+                    error = self._map(exc, operation=OP_PULL, timeout=self._timeout, ref=ref)
                 terminal = ("error", _for_person(error, auth))
         finally:
             stream.release()  # first: stop() no longer touches the socket
@@ -501,7 +512,7 @@ class DockerEngine(ContainerRuns):
                 try:
                     out.append(RemoveResult(*_untagged_deleted(api.remove_image(ref, force=force, noprune=noprune))))
                 except Exception as exc:  # noqa: BLE001 - one outcome per call
-                    out.append(map_error(exc, host=self._host, operation=OP_REMOVE, timeout=self._timeout, ref=ref))
+                    out.append(self._map(exc, operation=OP_REMOVE, timeout=self._timeout, ref=ref))
             return out
 
         return await self._run(OP_REMOVE, work)

@@ -371,3 +371,17 @@ def test_dockhand_connects_to_unix_and_tcp_itself(tmp_path):
         server.close()
     with pytest.raises(ConnectionProblem):
         EngineTarget("ssh://u@h").connect(1)
+
+
+async def test_an_unreachable_context_engine_names_the_context_not_docker_host(tmp_path):
+    from bot.engine import DockerEngine
+
+    target = EngineTarget(f"unix://{tmp_path}/nothing.sock", source=f"context prod (currentContext of {tmp_path}/c.json)")
+    engine = DockerEngine(target, timeout=1)
+    try:
+        with pytest.raises(E.EngineUnreachable) as info:
+            await engine.info()
+    finally:
+        await engine.close()
+    assert "chosen by context prod." in info.value.hint and "DOCKER_HOST=" not in info.value.hint
+    assert "c.json" not in info.value.hint  # replies go to Slack: no file paths
