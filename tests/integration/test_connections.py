@@ -139,6 +139,18 @@ def test_a_client_certificate_from_another_ca_is_refused_in_one_line(stack, tls_
         "refused the client certificate" in one_line(r.stderr)
 
 
+def test_docker_tls_without_verify_works_and_warns_once(stack, tls_engine, tls_image):
+    """DOCKER_TLS=1 is the CLI's TLS without verifying the engine: the wrong CA is not checked,
+    the client certificate still is (by the engine). One warning line, no urllib3 warnings."""
+    env = env_for(stack, DOCKER_HOST=tls_engine.url, DOCKER_TLS="1",
+                  DOCKER_CERT_PATH=str(tls_engine.certs.wrong_ca))
+    r = dockhand("shell", "-c", "images", env=env)
+    assert r.returncode == 0 and tls_image.split(":")[0] in r.stdout
+    assert one_line(r.stderr) == (f"dockhand: warning: TLS to {tls_engine.url} does not verify the engine's "
+                                  f"certificate (DOCKER_CERT_PATH={tls_engine.certs.wrong_ca}); set "
+                                  "DOCKER_TLS_VERIFY=1 to verify it")
+
+
 def test_plain_http_to_a_tls_engine_says_to_turn_tls_on(stack, tls_engine):
     r = dockhand("shell", "-c", "images", env=env_for(stack, DOCKER_HOST=tls_engine.url))
     assert r.returncode == 1
