@@ -171,6 +171,37 @@ class EngineTarget:
             kwargs["use_ssh_client"] = False  # paramiko: errors as exceptions, host keys checked
         return kwargs
 
+    def probe_ssh(self, timeout: float) -> None:
+        """Open and close a TCP connection to the ssh server within ``timeout``.
+
+        docker-py's paramiko transport connects without a timeout, so a host
+        that drops packets would hold a worker (and start-up) for the kernel's
+        minutes; this bounds that. It reads ``~/.ssh/config`` as docker-py does
+        (HostName, Port) and probes nothing when a ProxyCommand reaches the host."""
+        parts = urllib.parse.urlsplit(self.url)
+        host, port = parts.hostname or "", parts.port
+        config = Path(os.path.expanduser("~/.ssh/config"))
+        if config.is_file():
+            import paramiko  # docker's [ssh] extra
+
+            ssh_config = paramiko.SSHConfig()
+            with open(config, encoding="utf-8", errors="replace") as f:
+                ssh_config.parse(f)
+            entry = ssh_config.lookup(host)
+            if "proxycommand" in entry:
+                return
+            host = entry.get("hostname", host)
+            if port is None and "port" in entry:
+                port = int(entry["port"])
+        try:
+            socket.create_connection((host, port or 22), timeout).close()
+        except (socket.timeout, TimeoutError):
+            raise
+        except OSError as exc:  # worded as paramiko words it, so it reads "ssh: Connection refused"
+            from paramiko.ssh_exception import NoValidConnectionsError
+
+            raise NoValidConnectionsError({(host, port or 22): exc}) from exc
+
     def connect(self, timeout: float, on_socket: Callable[[socket.socket], None] | None = None) -> socket.socket:
         """A connected socket to the engine (unix, TCP, or TLS over TCP).
         ``on_socket`` gets each socket as soon as it exists (the plain one,

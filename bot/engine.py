@@ -187,6 +187,8 @@ def _api_client(target: EngineTarget, timeout: float) -> docker.APIClient:
         import urllib3
 
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    if target.scheme == "ssh":
+        target.probe_ssh(timeout)  # paramiko's own connect has no timeout
     if "tls" not in kwargs:
         return docker.APIClient(**kwargs, version="auto", timeout=timeout)
     probe = docker.APIClient(**kwargs, version=docker.constants.DEFAULT_DOCKER_API_VERSION, timeout=timeout)

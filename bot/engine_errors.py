@@ -170,6 +170,15 @@ def _ssh_reason(exc: BaseException) -> str:
     return ""
 
 
+def _http_status(exc: BaseException) -> str:
+    """``404 Not Found`` when an HTTP answer is among the causes ("" otherwise)."""
+    for e in _walk(exc):
+        response = getattr(e, "response", None)
+        if isinstance(e, requests.exceptions.HTTPError) and response is not None:
+            return f"{response.status_code} {response.reason or ''}".strip()
+    return ""
+
+
 def _transport_reason(exc: BaseException) -> str:
     """The OS-level reason of a transport failure, without Python reprs
     (``No such file or directory``, ``Connection refused``)."""
@@ -248,6 +257,9 @@ def map_error(exc: BaseException, *, host: str, operation: str,
         if text.startswith("Error while fetching server API version"):
             if "HTTP request to an HTTPS server" in text:
                 return EngineUnreachable(host, _transport_reason(exc))
+            answered = _http_status(exc)
+            if answered:  # something answered HTTP, but not as an engine does
+                return EngineUnreachable(host, f"it answered {answered} to GET /version: not a Docker Engine API")
             if _is_timeout(exc):
                 return EngineTimeout(
                     f"the engine at {host} did not answer within {_fmt_seconds(timeout)} s "

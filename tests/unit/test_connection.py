@@ -385,3 +385,21 @@ async def test_an_unreachable_context_engine_names_the_context_not_docker_host(t
         await engine.close()
     assert "chosen by context prod." in info.value.hint and "DOCKER_HOST=" not in info.value.hint
     assert "c.json" not in info.value.hint  # replies go to Slack: no file paths
+
+
+def test_something_else_than_an_engine_is_said_in_words():
+    import docker.errors
+    import requests
+
+    response = requests.models.Response()
+    response.status_code, response.reason = 404, "Not Found"
+    cause = docker.errors.APIError("404 Client Error", response=response)
+    exc = docker.errors.DockerException(f"Error while fetching server API version: {cause}")
+    exc.__cause__ = cause
+    err = map_error(exc, host=HOST, operation="connect")
+    assert isinstance(err, E.EngineUnreachable)
+    assert err.detail == "it answered 404 Not Found to GET /version: not a Docker Engine API"
+    plain = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    plain.reason = "WRONG_VERSION_NUMBER"
+    assert map_error(ConnectionError(plain), host=HOST, operation="connect").detail == (
+        "TLS: the engine does not speak TLS on this port (wrong version number)")
