@@ -166,7 +166,7 @@ class EngineTarget:
             tls = self.tls
             kwargs["tls"] = TLSConfig(client_cert=(tls.cert, tls.key) if tls.cert else None,
                                       ca_cert=tls.ca or None,
-                                      verify=(tls.ca or True) if tls.verify else False)
+                                      verify=(tls.ca or _system_cafile() or True) if tls.verify else False)
         if self.scheme == "ssh":
             kwargs["use_ssh_client"] = False  # paramiko: errors as exceptions, host keys checked
         return kwargs
@@ -224,6 +224,16 @@ class EngineTarget:
             sock = ctx.wrap_socket(sock, server_hostname=host)
             hook(sock)
         return sock
+
+
+def _system_cafile() -> str:
+    """The system's CA bundle (what the docker CLI and Dockhand's own sockets
+    trust without a ca.pem), rather than requests' own copy of Mozilla's."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return ""
 
 
 def _no_password() -> bytes:
