@@ -116,7 +116,7 @@ class EngineTarget:
         if tls is None or self.scheme != "tcp":
             return []
         out: list[str] = []
-        for name, path in (("ca.pem", tls.ca), ("cert.pem", tls.cert), ("key.pem", tls.key)):
+        for path in (tls.ca, tls.cert, tls.key):
             if path and not os.path.isfile(path):
                 out.append(f"{tls.origin}: {path} does not exist")
             elif path and not os.access(path, os.R_OK):
