@@ -116,7 +116,9 @@ async def test_pull_without_an_image_is_a_private_usage_error(slack_app, engine_
 
 @pytest.mark.parametrize("text,needle", [("Ubuntu", "repository name must be lowercase"),
                                          ("-z x", "unknown shorthand flag"), ("a b", "requires exactly 1 argument"),
-                                         ("127.0.0.1:70000/x", "a port is 1 to 65535")])
+                                         ("127.0.0.1:70000/x", "a port is 1 to 65535"),
+                                         # the grammar takes it (a registry host); this engine refuses it
+                                         ("UPPER/x", "invalid reference format: repository name must be lowercase")])
 async def test_invalid_pull_is_refused_privately_before_any_announcement(slack_app, engine_services, fake_slack,
                                                                           text, needle):
     h = await slack_app(engine_services(operators=frozenset({"UALICE"})))
