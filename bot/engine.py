@@ -65,7 +65,7 @@ from bot.engine_errors import (  # the error mapping lives there
     _is_timeout,
     _fmt_seconds,
 )
-from bot.credentials import CredentialStore, RegistryAuth, registry_of
+from bot.credentials import CredentialStore, RegistryAuth, normalize_registry, registry_of
 from bot.engine_batch import _api_error, _remove_over_one_connection, _unix_socket_path, _untagged_deleted
 from bot.engine_pull import DEFAULT_STALL_TIMEOUT, _for_person, _json_stream, _PullConnection, _PullStream
 from bot.engine_run import ContainerRuns
@@ -268,6 +268,12 @@ class DockerEngine(ContainerRuns):
                                       per_registry=self._per_registry)
             self._gate_loop = loop
         return self._gate
+
+    def registry_slot(self, owner: str, registry: str):
+        """One slot of this host's registry lane, for a registry call made
+        outside the engine (bot/registry.py: a catalog or a tag list), so it
+        waits its turn with the pulls and searches, fairly."""
+        return self._registry_gate().slot(owner, normalize_registry(registry))
 
     @property
     def registry_lane(self) -> RegistryLane | None:

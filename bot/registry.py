@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import logging
@@ -86,8 +87,12 @@ class RegistryClient:
     """Implements :class:`handlers.ports.RegistryCatalog` over HTTP(S)."""
 
     def __init__(self, credentials=None, *, timeout: float = TIMEOUT, max_body: int = MAX_BODY,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, lane=None):
         self._credentials = credentials
+        # ``lane(owner, registry)``: an async context manager, one slot of the
+        # host's fair registry lane (bot/registry_lane.py), held for each call so
+        # catalog and tag listings share it with pulls and searches
+        self._lane = lane
         self._timeout = aiohttp.ClientTimeout(total=float(timeout))
         self._max_body = int(max_body)
         self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
@@ -98,12 +103,12 @@ class RegistryClient:
 
     # ---------------------------------------------------------------- public
 
-    async def catalog(self, registry: str, *, limit: int = MAX_REPOSITORIES) -> list[str]:
+    async def catalog(self, registry: str, *, limit: int = MAX_REPOSITORIES, owner: str = "") -> list[str]:
         registry = self._check_registry(registry)
         limit = max(1, min(int(limit), MAX_REPOSITORIES))
         names: list[str] = []
         path = f"/v2/_catalog?n={min(PAGE, limit)}"
-        async with self._session() as session:
+        async with self._slot(owner, registry), self._session() as session:
             for _ in range(MAX_PAGES):
                 data, headers = await self._get_json(session, registry, path, "registry:catalog:*")
                 for name in (data.get("repositories") or []) if isinstance(data, dict) else []:
@@ -116,12 +121,12 @@ class RegistryClient:
                     break
         return list(dict.fromkeys(names))[:limit]
 
-    async def tags(self, registry: str, repository: str, *, limit: int = MAX_TAGS) -> list[str]:
+    async def tags(self, registry: str, repository: str, *, limit: int = MAX_TAGS, owner: str = "") -> list[str]:
         registry = self._check_registry(registry)
         if not _REPOSITORY_RE.fullmatch(repository or "") or len(repository) > 255:
             raise EngineError(f"invalid repository name for registry {registry}")
         limit = max(1, min(int(limit), MAX_TAGS))
-        async with self._session() as session:
+        async with self._slot(owner, registry), self._session() as session:
             data, _ = await self._get_json(session, registry, f"/v2/{repository}/tags/list?n={limit}",
                                            f"repository:{repository}:pull")
         tags = (data.get("tags") or []) if isinstance(data, dict) else []
@@ -131,6 +136,9 @@ class RegistryClient:
         """Nothing stays open between calls."""
 
     # --------------------------------------------------------------- helpers
+
+    def _slot(self, owner: str, registry: str):
+        return self._lane(owner, registry) if self._lane is not None else contextlib.nullcontext()
 
     def _session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(timeout=self._timeout, trust_env=False)

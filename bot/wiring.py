@@ -65,7 +65,7 @@ def build_services(settings: Settings) -> Services:
     engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host
     state = settings.state_path
     return Services(engine=engine, host_label=settings.host_label, search_index=settings.search_index,
-                    catalog=RegistryClient(credentials),
+                    catalog=RegistryClient(credentials, lane=engine.registry_slot),
                     client_info=client_info(), store=SqliteStore.open(state),
                     audit=AuditLog(settings.audit_log_path), policy=settings.policy(),
                     confirm_ttl=settings.confirm_ttl, runner=runner_id(), runner_alive=runner_alive)

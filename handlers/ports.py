@@ -180,11 +180,13 @@ class RegistryCatalog(Protocol):
     RegistryUnauthorized, EngineError); names and tags are as the registry
     gave them, checked against the distribution grammar, bounded."""
 
-    async def catalog(self, registry: str, *, limit: int = 1000) -> list[str]:
-        """Repository names on ``registry`` (``host[:port]``), in its order, at most ``limit``."""
+    async def catalog(self, registry: str, *, limit: int = 1000, owner: str = "") -> list[str]:
+        """Repository names on ``registry`` (``host[:port]``), in its order, at most ``limit``.
+        ``owner``: on whose behalf (``Actor.id``), for the fair share of
+        registry calls that pulls and searches use too."""
         ...
 
-    async def tags(self, registry: str, repository: str, *, limit: int = 200) -> list[str]:
+    async def tags(self, registry: str, repository: str, *, limit: int = 200, owner: str = "") -> list[str]:
         """Tags of ``repository`` on ``registry``, at most ``limit``."""
         ...
 

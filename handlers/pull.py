@@ -53,7 +53,7 @@ async def plan_all_tags(call: Call) -> TagsPlan:
     catalog = call.services.catalog
     if catalog is None:
         raise EngineError("Dockhand cannot list a registry's tags here.", "Pull tags one at a time: `docker pull NAME:TAG`.")
-    tags = await catalog.tags(ref.domain, ref.path, limit=MAX_TAGS + 1)
+    tags = await catalog.tags(ref.domain, ref.path, limit=MAX_TAGS + 1, owner=call.actor.id)
     if len(tags) > MAX_TAGS:
         raise UsageError(f"{ref.familiar_name} has more than {MAX_TAGS} tags: too many to pull at once",
                          "Pull the tags you need one at a time: `docker pull NAME:TAG`.")
