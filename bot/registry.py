@@ -35,7 +35,6 @@ import ssl
 import urllib.parse
 from typing import Mapping
 
-import aiohttp
 
 from handlers.errors import EngineError, RegistryUnauthorized, RegistryUnreachable
 
@@ -83,6 +82,14 @@ class _Unauthorized(Exception):
     pass
 
 
+def _aiohttp():
+    """aiohttp, imported on first use: it costs a one-shot `dockhand shell -c`
+    about 130 ms of start-up, and most commands never list a registry."""
+    import aiohttp
+
+    return aiohttp
+
+
 class RegistryClient:
     """Implements :class:`handlers.ports.RegistryCatalog` over HTTP(S)."""
 
@@ -93,7 +100,7 @@ class RegistryClient:
         # host's fair registry lane (bot/registry_lane.py), held for each call so
         # catalog and tag listings share it with pulls and searches
         self._lane = lane
-        self._timeout = aiohttp.ClientTimeout(total=float(timeout))
+        self._timeout = float(timeout)
         self._max_body = int(max_body)
         self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
         self._scheme: dict[str, str] = {}  # registry -> the scheme that answered
@@ -140,8 +147,9 @@ class RegistryClient:
     def _slot(self, owner: str, registry: str):
         return self._lane(owner, registry) if self._lane is not None else contextlib.nullcontext()
 
-    def _session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(timeout=self._timeout, trust_env=False)
+    def _session(self):
+        aiohttp = _aiohttp()
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout), trust_env=False)
 
     @staticmethod
     def _check_registry(registry: str) -> str:
@@ -178,7 +186,7 @@ class RegistryClient:
         for scheme in schemes:
             try:
                 result = await self._get_with_auth(session, scheme, registry, path, scope, auth)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            except (_aiohttp().ClientConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
                 last = exc
                 log.debug("registry %s: %s over %s failed (%s)", registry, path.split("?")[0], scheme,
                           type(exc).__name__)
