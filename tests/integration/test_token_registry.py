@@ -33,6 +33,7 @@ from bot.render.text import render
 from bot.wiring import build_services, close_services
 from handlers import dispatch
 from handlers import errors as E
+from handlers import errors as E
 from handlers.context import Actor
 from handlers.replies import Confirmation, Status
 from tests.fakes.token_server import Grant, TokenServer
@@ -368,3 +369,32 @@ def test_the_registry_verified_the_tokens_it_was_given(token_registry):
 
 def test_errors_module_is_the_handlers_one():
     assert E.RegistryUnauthorized.__module__ == "handlers.errors"
+
+
+class OnlyThese:
+    """A security decision that treats only the given names as insecure."""
+
+    def __init__(self, *insecure: str):
+        self.names = set(insecure)
+
+    async def insecure(self, registry: str) -> bool:
+        return registry in self.names
+
+
+async def test_credentials_never_go_to_a_plain_http_realm_the_engine_would_not_use(token_registry):
+    """The registry may be spoken to over HTTP (insecure), but its realm's host
+    is one the engine treats as secure: Dockhand does not send it the password."""
+    reg = token_registry
+    reg.tokens.clear()
+    client = RegistryClient(CredentialStore([reg.login()], docker_config="/nonexistent"),
+                            security=OnlyThese(reg.address))
+    with pytest.raises(E.RegistryUnauthorized) as info:
+        await client.catalog(reg.address)
+    assert info.value.message == (f"registry {reg.address} refused to list its repositories: its token service "
+                                  f"({reg.tokens.address}) is not HTTPS, so Dockhand sent it no credentials")
+    assert reg.tokens.seen() == []
+    # with the realm's host insecure too (as the engine decides for 127.0.0.0/8), it is asked
+    both = RegistryClient(CredentialStore([reg.login()], docker_config="/nonexistent"),
+                          security=OnlyThese(reg.address, reg.tokens.address))
+    assert f"{reg.team}/web" in await both.catalog(reg.address)
+    assert [r.user for r in reg.tokens.seen()] == [READER]
