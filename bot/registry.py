@@ -70,6 +70,7 @@ _CODE_RE = re.compile(r"[A-Z_]{1,40}")
 
 
 CHALLENGE_TTL = 600.0  # seconds a registry's WWW-Authenticate challenge is remembered
+MAX_REGISTRIES = 256  # registries whose scheme and challenge are remembered (people name registries)
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -80,8 +81,10 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-class _Unauthorized(Exception):
-    pass
+def _bound(remembered: dict) -> None:
+    """Forget the oldest entries beyond :data:`MAX_REGISTRIES`."""
+    while len(remembered) > MAX_REGISTRIES:
+        del remembered[next(iter(remembered))]
 
 
 def _aiohttp():
@@ -215,6 +218,7 @@ class RegistryClient:
                           type(exc).__name__)
                 continue
             self._scheme[registry] = scheme
+            _bound(self._scheme)
             return result
         self._scheme.pop(registry, None)
         why = "timed out" if isinstance(last, asyncio.TimeoutError) else "connection failed"
@@ -241,6 +245,7 @@ class RegistryClient:
             kind, params = parse_challenge(headers.get("WWW-Authenticate", ""))
             if kind in ("basic", "bearer"):
                 self._challenges[registry] = (kind, params, self._clock() + CHALLENGE_TTL)
+                _bound(self._challenges)
             if sent.startswith("Bearer "):
                 log.debug("registry %s: a kept token for %s was refused; asking for a new one", registry, scope)
             if problem and known == (kind, params):
