@@ -11,6 +11,10 @@ tool (no Python crypto package needed):
   service, scope): right credentials -> ``{"token", "access_token",
   "expires_in", "issued_at"}``; wrong ones -> 401; none -> an anonymous
   token that grants nothing (as the spec allows).
+* ``offline_token=true`` (what ``docker login`` asks for) with right
+  credentials adds a ``refresh_token``; the CLI stores it as the
+  ``identitytoken`` of its config.json, and later clients trade it with
+  ``POST /token`` ``grant_type=refresh_token`` (unknown one -> 401).
 * The token is a JWT signed RS256 (``openssl dgst -sha256 -sign``), with
   the certificate in the header's ``x5c`` (what distribution 2.8 checks
   against its ``rootcertbundle``) and the claims ``iss``, ``sub``, ``aud``
@@ -76,7 +80,7 @@ def _b64url(data: bytes) -> str:
 
 class TokenServer:
     def __init__(self, root: Path, *, users: dict[str, tuple[str, list[Grant]]], service: str,
-                 issuer: str, ttl: int = 300, audience: str | None = None):
+                 issuer: str, ttl: int = 300, audience: str | None = None, refresh_tokens: bool = True):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.users = users
@@ -85,6 +89,8 @@ class TokenServer:
         self.audience = audience if audience is not None else service
         self.ttl = ttl
         self.requests: list[TokenRequest] = []
+        self.refresh_tokens = refresh_tokens
+        self._refresh: dict[str, str] = {}  # refresh token -> user
         self._lock = threading.Lock()
         self.key = self.root / "token-key.pem"
         self.cert = self.root / "token-cert.pem"
@@ -126,7 +132,8 @@ class TokenServer:
                     except Exception:  # noqa: BLE001 - a bad header is a refusal
                         pair = ":"
                     user, _, password = pair.partition(":")
-                self._answer("GET", user, password, query.get("service", [""])[0], query.get("scope", []))
+                self._answer("GET", user, password, query.get("service", [""])[0], query.get("scope", []),
+                             offline=query.get("offline_token", [""])[0] == "true")
 
             def do_POST(self):
                 url = urllib.parse.urlsplit(self.path)
@@ -135,15 +142,33 @@ class TokenServer:
                 if url.path != "/token":
                     self._send(404, {"error": "not found"})
                     return
-                if form.get("grant_type", [""])[0] != "password":
-                    self._send(400, {"error": "unsupported_grant_type"})
-                    return
+                grant = form.get("grant_type", [""])[0]
                 scopes = [s for joined in form.get("scope", []) for s in joined.split(" ") if s]
-                self._answer("POST", form.get("username", [""])[0], form.get("password", [""])[0],
-                             form.get("service", [""])[0], scopes)
+                service = form.get("service", [""])[0]
+                offline = form.get("access_type", [""])[0] == "offline"
+                if grant == "password":
+                    self._answer("POST", form.get("username", [""])[0], form.get("password", [""])[0], service,
+                                 scopes, offline=offline)
+                elif grant == "refresh_token":
+                    refresh = form.get("refresh_token", [""])[0]
+                    with server._lock:
+                        user = server._refresh.get(refresh)
+                    if user is None:
+                        with server._lock:
+                            server.requests.append(TokenRequest("POST refresh_token", "?", service, scopes, 401,
+                                                                at=time.time()))
+                        self._send(401, {"error": "invalid_grant"})
+                        return
+                    self._answer("POST refresh_token", user, server.users[user][0], service, scopes, offline=offline)
+                else:
+                    self._send(400, {"error": "unsupported_grant_type"})
 
-            def _answer(self, method, user, password, service, scopes):
+            def _answer(self, method, user, password, service, scopes, offline=False):
                 status, body, record = server._issue(method, user, password, service, scopes)
+                if status == 200 and offline and server.refresh_tokens and user:
+                    body["refresh_token"] = "rt-" + uuid.uuid4().hex
+                    with server._lock:
+                        server._refresh[body["refresh_token"]] = user
                 with server._lock:
                     server.requests.append(record)
                 headers = {"WWW-Authenticate": 'Basic realm="dockhand test token server"'} if status == 401 else {}

@@ -213,10 +213,33 @@ async def test_search_with_what_docker_login_wrote(stack, token_registry, tmp_pa
     cfg = tmp_path / "reader-config"
     cfg.mkdir()
     stack.docker("--config", str(cfg), "login", "-u", READER, "--password-stdin", reg.address, input=READER_PW)
-    written = json.loads((cfg / "config.json").read_text())
-    assert reg.address in written["auths"], written  # the CLI's own format (the token server gives no refresh token)
+    # the login asked for a refresh token, and the CLI keeps it as the identity token, not the password
+    entry = json.loads((cfg / "config.json").read_text())["auths"][reg.address]
+    assert entry["identitytoken"].startswith("rt-") and READER_PW not in json.dumps(entry)
+    reg.tokens.clear()
     reply, text = await run(stack, tmp_path, f"search {reg.address}/{reg.team}", docker_config=str(cfg))
     assert reply.status is Status.OK and f"{reg.address}/{reg.team}/web" in text and "tags: 1.0, latest" in text
+    # Dockhand traded the identity token (OAuth2 refresh grant) for each scope's token
+    seen = reg.tokens.seen()
+    assert {(r.method, r.user, r.status) for r in seen} == {("POST refresh_token", READER, 200)}
+    assert sorted(scopes_asked(reg)) == sorted(["registry:catalog:*", f"repository:{reg.team}/db:pull",
+                                                f"repository:{reg.team}/web:pull"])
+    # and so does the engine, pulling with the same config
+    ref = f"{reg.address}/{reg.team}/web:1.0"
+    stack.docker("rmi", ref, check=False)
+    reg.tokens.clear()
+    pulled, pulled_text = await run(stack, tmp_path, f"pull {ref}", docker_config=str(cfg))
+    assert pulled.status is Status.OK, pulled_text
+    assert [(r.method, r.user, r.scopes) for r in reg.tokens.seen()] == [
+        ("POST refresh_token", READER, [f"repository:{reg.team}/web:pull"])]
+    stack.docker("rmi", ref)
+    # an identity token the service does not know: refused, and the reply names config.json
+    entry["identitytoken"] = "rt-unknown"
+    (cfg / "config.json").write_text(json.dumps({"auths": {reg.address: entry}}))
+    refused, refused_text = await run(stack, tmp_path, f"search {reg.address}/{reg.team}", docker_config=str(cfg))
+    assert refused.status is Status.FAILED
+    assert f"its token service ({reg.tokens.address}) refused the credentials (HTTP 401)" in refused_text
+    assert f"(from auths['{reg.address}'] in {cfg / 'config.json'})" in refused_text, refused_text
 
 
 async def test_a_repository_the_user_may_not_pull_shows_its_tags_could_not_be_listed(stack, token_registry,
