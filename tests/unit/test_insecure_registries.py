@@ -1,6 +1,6 @@
 """The engine's insecure-registry decision (moby's isSecureIndex) on
 RegistryConfig answers written here; the real engine's answers are checked
-in tests/integration/test_insecure_registries.py."""
+in tests/integration/test_engine_insecure_registries.py."""
 
 from __future__ import annotations
 
