@@ -84,11 +84,11 @@ class Home:
     pull_form: str = PULL_FORM
 
 
-async def _bounded(what: str, coro, problems: list[str]):
+async def _bounded(what: str, coro, problems: list[str], who: str = "the engine"):
     try:
         return await asyncio.wait_for(coro, CALL_TIMEOUT)
     except asyncio.TimeoutError:
-        problems.append(f"{what}: the engine did not answer within {CALL_TIMEOUT:.0f}s.")
+        problems.append(f"{what}: {who} did not answer within {CALL_TIMEOUT:g}s.")
     except DockhandError as exc:
         first = (exc.message or "failed").splitlines()[0][:300]
         problems.append(f"{what}: {first}")
@@ -111,7 +111,7 @@ async def host_summary(services: Services, *, clock=time.time) -> HostSummary:
     records: list = []
     kept = services.audit is not None
     if kept:
-        records = await _bounded("Audit log", services.audit.tail(AUDIT_RECORDS), problems) or []
+        records = await _bounded("Audit log", services.audit.tail(AUDIT_RECORDS), problems, "the audit log") or []
     summary = HostSummary(host=services.label, read_at=clock(), audit_kept=kept,
                           pulls=tuple(services.pulls.active(services.label, limit=MAX_PULLS)),
                           audit=audit_rows(records, clip=80))

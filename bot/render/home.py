@@ -124,7 +124,7 @@ def home_view(home: Home, *, no_role: str = "") -> dict:
                      "(`/images`, `/docker info`, `/docker audit 20`, `/pull`).")]
     for host in home.hosts:
         host_blocks = [{"type": "divider"}] + _host_blocks(host)
-        if len(blocks) + len(host_blocks) + len(tail) > MAX_VIEW_BLOCKS:
+        if len(blocks) + len(host_blocks) + len(tail) + 1 > MAX_VIEW_BLOCKS:  # 1: room for the note
             blocks.append(_context(f"{len(home.hosts)} hosts: not all fit on this tab."))
             break
         blocks.extend(host_blocks)
