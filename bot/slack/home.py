@@ -4,8 +4,9 @@
   Home tab is published again with ``views.publish``. Publishing goes through
   the app's one rate budget (``bot.slack.ratelimit``, Tier 4) as an *interim*
   keyed by the person: a burst of openings is one publish now and at most one
-  more every ``HOME_INTERVAL`` seconds (the newest wins), and the engine is
-  read when the publish goes, not when it was asked for.
+  more every ``HOME_INTERVAL`` seconds (the newest drawing wins). The view is
+  drawn when the tab is opened, before the budget is asked, so a token is
+  spent when the call really leaves, as Slack counts it.
 * One reading of the engine serves everybody for :data:`SUMMARY_TTL`
   seconds (``handlers.home.summary``: three engine calls, each bounded), so
   fifty people opening the tab at once cost one reading.
@@ -83,11 +84,16 @@ class HomeTab:
             return home_render.home_view(Home(hosts=()), no_role=refused)
         return home_render.home_view(await self.home())
 
-    def refresh(self, user_id: str, client) -> asyncio.Future:
-        """Publish ``user_id``'s Home tab when the budget allows (coalesced per person)."""
+    async def refresh(self, user_id: str, client) -> asyncio.Future:
+        """Draw ``user_id``'s Home tab now and publish it when the budget allows
+        (coalesced per person: a newer drawing replaces one still waiting).
+
+        The view is drawn before the budget is asked, so the budget's token is
+        spent when the call really goes to Slack, as Slack counts it."""
+        view = await self.view_for(user_id)
 
         async def publish():
-            return await client.views_publish(user_id=user_id, view=await self.view_for(user_id))
+            return await client.views_publish(user_id=user_id, view=view)
 
         future = ratelimit.for_client(client).submit("views.publish", publish, key=("home", user_id), interim=True)
         future.add_done_callback(ratelimit.log_failure("views.publish (Home tab)"))
@@ -121,7 +127,8 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
     async def on_home_opened(event: dict, client) -> None:
         if event.get("tab") != "home" or not event.get("user"):
             return  # the Messages tab: nothing to draw
-        tab.refresh(str(event["user"]), client)
+        async with runtime.job():
+            await tab.refresh(str(event["user"]), client)
 
     def click(handle):
         async def listener(ack, body: dict, action: dict, client, request) -> None:
@@ -145,7 +152,7 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
                              user_name=user.get("username") or user.get("name", ""))
 
     async def refresh(body, action, client):
-        tab.refresh((body.get("user") or {}).get("id", ""), client)
+        await tab.refresh((body.get("user") or {}).get("id", ""), client)
 
     app.event("app_home_opened")(on_home_opened)
     app.action(RUN_ACTIONS)(click(run))

@@ -28,6 +28,8 @@ import re
 import time
 from collections import OrderedDict
 
+from slack_sdk.errors import SlackApiError
+
 from bot.config import Settings
 from bot.render import blockkit
 from bot.render import modals as views
@@ -108,7 +110,15 @@ class PullForms:
         view = views.pull_form(host=self.runtime.host, registry=pullform.default_registry(self.services),
                                channel=channel if _CONVERSATION.fullmatch(channel or "") else "",
                                from_conversation=bool(channel))
-        await client.views_open(trigger_id=trigger_id, view=view)
+        try:
+            await client.views_open(trigger_id=trigger_id, view=view)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "error"))[:60]
+            log.warning("the pull form did not open: %s", error)
+            if respond is not None:  # e.g. expired_trigger_id: Slack gives 3 s to open it
+                await send_response(respond, blockkit.plain(
+                    f"Slack did not open the pull form ({error}). Run /pull again, or type the image: "
+                    "/pull NAME[:TAG]."), response_type="ephemeral")
 
     # -- what was chosen so far
 

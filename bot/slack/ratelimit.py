@@ -72,7 +72,7 @@ MAX_INTERIMS = 1000  # interim states waiting at most (one per message)
 MAX_LANES = 1000  # per-channel buckets kept at most
 MAX_KEYS = 4096  # messages remembered (last interim, final sent)
 TIER4_PER_MINUTE = 100  # views.publish: Slack's Tier 4, "100+ per minute"
-PUBLISH_BURST = 10  # views.publish tokens that may go at once
+PUBLISH_BURST = 8  # views.publish tokens that may go at once (Slack publishes no burst size: stay modest)
 HOME_INTERVAL = 5.0  # seconds between two Home tab publishes for one person (newest wins)
 
 

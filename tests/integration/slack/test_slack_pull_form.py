@@ -209,3 +209,11 @@ async def test_the_platform_field_reaches_the_pull(slack_app, engine_services, s
                             "platform": "linux/amd64", "channel": "CDOCKHAND"})
     final = await h.fake.wait_for("api", "chat.update", where=lambda c: "pulled" in c.text, timeout=60)
     assert f"`--platform linux/amd64 {remote_image.ref}`" in final[0].text
+
+
+async def test_an_expired_trigger_says_what_to_do(slack_app, engine_services):
+    h = await slack_app(engine_services(operators=OPS))
+    stale = f"1.{int(__import__('time').time()) - 60}.0123456789abcdef"  # issued a minute ago
+    reply = await h.reply(await h.command("/pull", "", user_id="UOPS", trigger_id=stale))
+    assert "Slack did not open the pull form (expired_trigger_id)" in reply.text and "/pull NAME[:TAG]" in reply.text
+    assert h.fake.api_calls("views.open")[0].response == {"ok": False, "error": "expired_trigger_id"}
