@@ -27,6 +27,8 @@ import re
 import time
 from typing import Optional
 
+from slack_sdk.errors import SlackApiError
+
 from bot.config import Settings
 from bot.render import blockkit
 from bot.render import home as home_render
@@ -111,7 +113,11 @@ class HomeTab:
             await client.views_open(trigger_id=trigger, view=views.text_view(
                 label, "This button is out of date: open the Home tab again."))
             return
-        opened = await client.views_open(trigger_id=trigger, view=views.loading_view(label, line))
+        try:
+            opened = await client.views_open(trigger_id=trigger, view=views.loading_view(label, line))
+        except SlackApiError as exc:  # e.g. expired_trigger_id: nowhere to answer; the person clicks again
+            log.warning("a Home tab button's window did not open: %s", str(exc.response.get("error", "error"))[:60])
+            return
         view_id = (opened.get("view") or {}).get("id", "")
         user = body.get("user") or {}
         actor = await self.runtime.actor(user.get("id", ""), user.get("username") or user.get("name", ""), "")

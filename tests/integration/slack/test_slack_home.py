@@ -185,3 +185,32 @@ async def test_many_people_opening_home_stay_within_slacks_limit(slack_app, engi
         await _published(h, u, timeout=30)
     assert not h.fake.ratelimited, "the budget kept every publish within Slack's limit"
     assert all(c.response.get("ok") for c in h.fake.api_calls("views.publish"))
+
+
+async def test_home_and_form_over_socket_mode(fake_slack, engine_services):
+    """Events and suggestions arrive as envelopes in Socket Mode; the answers go back as acks."""
+    from bot.config import Settings
+    from bot.render.modals import ACTION_REPOSITORY, pull_form
+    from bot.slack import app as slack_app_module
+    from tests.fakes.slack_views import home_opened, suggestion
+
+    services = engine_services(operators=frozenset({"UOPS"}))
+    settings = Settings(slack_bot_token=fake_slack.bot_token, slack_app_token=fake_slack.app_token,
+                        slack_api_url=fake_slack.api_url, docker_host=services.engine.host)
+    app, runtime = slack_app_module.build(settings, services)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(slack_app_module._run_socket_mode(app, runtime, settings, stopping, "test", drain=5))
+    try:
+        await fake_slack.wait_socket()
+        await fake_slack.send_envelope("events_api", home_opened("UOPS"))
+        published = (await fake_slack.wait_for("api", "views.publish"))[0]
+        assert published.response.get("ok") and "Pulls in flight" in view_text(_view(published))
+        form = views_of(fake_slack).stored(pull_form(host="h", registry="docker.io"))
+        envelope = await fake_slack.send_envelope("interactive", suggestion(form, ACTION_REPOSITORY, "busybox",
+                                                                            user_id="UOPS", user_name="ops"))
+        ack = (await fake_slack.wait_for("socket", "ack", where=lambda c: c.body.get("envelope_id") == envelope))[0]
+        assert [o["value"] for o in ack.body["payload"]["options"]][0] == "busybox"  # from the configured index
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 15)
+        await services.engine.close()
