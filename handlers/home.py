@@ -16,12 +16,13 @@ bytes as ``docker system df`` counts them for images.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 
 from .audit import COLUMNS as AUDIT_COLUMNS
 from .audit import audit_rows
-from .context import Actor, Services
+from .context import Services
 from .errors import DockhandError
 from .pullhub import PullInFlight
 
@@ -128,12 +129,11 @@ async def host_summary(services: Services, *, clock=time.time) -> HostSummary:
     if disk is not None:
         fields["disk"] = DiskSummary(total=len(disk.unique), active=disk.active, size=disk.layers_size,
                                      reclaimable=disk.reclaimable)
-    import dataclasses
-
     return dataclasses.replace(summary, problems=tuple(problems), **fields)
 
 
-async def summary(services: Services, actor: Actor | None = None) -> Home:
-    """The home screen for ``actor``: every host (one today; a map of engines
-    later adds a summary per host, read at once)."""
+async def summary(services: Services) -> Home:
+    """The home screen: every host (one today; a map of engines later adds a
+    summary per host, read at once). The same for everybody: what a person may
+    see or run is decided by the front end's access check and by dispatch."""
     return Home(hosts=(await host_summary(services),))

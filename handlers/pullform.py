@@ -175,6 +175,7 @@ async def tags(services: Services, registry: str, repository: str, query: str, *
     """Tags of ``registry/repository`` containing ``query``, from the registry's tag list."""
     query = clean(query, 128)
     found: list[str] = []
+    listed: set[str] = set()
     note = ""
     ref = _reference(registry, repository) if is_registry(registry) else None
     if ref is None:
@@ -183,8 +184,9 @@ async def tags(services: Services, registry: str, repository: str, query: str, *
         note = "Tags cannot be listed here: type one."
     else:
         try:
-            listed = await _timed(services.catalog.tags(ref.domain, ref.path, limit=TAG_LIMIT), timeout)
-            found = [t for t in _rank([str(t) for t in listed], query) if refs._tag_problem(t) is None]
+            tag_list = await _timed(services.catalog.tags(ref.domain, ref.path, limit=TAG_LIMIT), timeout)
+            found = [t for t in _rank([str(t) for t in tag_list], query) if refs._tag_problem(t) is None]
+            listed = set(found)
         except asyncio.TimeoutError:
             note = f"{registry} did not answer within {timeout:.0f}s: type the tag."
         except DockhandError as exc:
@@ -194,8 +196,7 @@ async def tags(services: Services, registry: str, repository: str, query: str, *
         found.insert(0, "latest")
     if query and refs._tag_problem(query) is None and query not in found:
         found.insert(0, query)
-    return Choices(tuple(Choice(t, t, "as typed" if t == query and t not in ("latest",) and note else "")
-                         for t in found[:MAX_CHOICES]), note)
+    return Choices(tuple(Choice(t, t, "" if t in listed else "as typed") for t in found[:MAX_CHOICES]), note)
 
 
 def pull_line(registry: str, repository: str, tag: str = "", platform: str = "") -> tuple[str, dict[str, str]]:

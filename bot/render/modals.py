@@ -10,14 +10,11 @@ in a ``block_suggestion`` answer.
 
 from __future__ import annotations
 
-import json
-
 from handlers.pullform import Choices
 
 from .blockkit import clip, clip_escaped, code, slen
 
 MAX_TITLE = 24
-MAX_METADATA = 3000
 MAX_VIEW_BLOCKS = 100
 MAX_OPTION_TEXT = 75
 MAX_OPTION_VALUE = 150
@@ -51,23 +48,9 @@ def _option(label: str, value: str, description: str = "") -> dict:
     return option
 
 
-def metadata(channel: str) -> str:
-    return json.dumps({"v": 1, "c": channel}, separators=(",", ":"))[:MAX_METADATA]
-
-
-def read_metadata(text: str) -> dict:
-    """The form's private metadata; {} when it is not ours."""
-    try:
-        data = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or not isinstance(data.get("c", ""), str):
-        return {}
-    return {"c": data.get("c", "")}
-
-
-def pull_form(*, host: str, registry: str, channel: str = "", from_conversation: bool = False) -> dict:
-    """``/pull`` with no argument: a form for ``docker pull [--platform P] REGISTRY/REPOSITORY[:TAG]``."""
+def pull_form(*, host: str, registry: str, from_conversation: bool = False) -> dict:
+    """``/pull`` with no argument: a form for ``docker pull [--platform P] REGISTRY/REPOSITORY[:TAG]``.
+    ``from_conversation``: opened from a conversation, which the channel menu then starts on."""
     intro = (f"Pulls an image on {code(host, 200)}, as `docker pull` does, with the same checks as a "
              "typed `/pull`. Progress and the result are posted in the conversation you choose.")
     conversation = {"type": "conversations_select", "action_id": ACTION_CHANNEL, "response_url_enabled": True,
@@ -101,7 +84,7 @@ def pull_form(*, host: str, registry: str, channel: str = "", from_conversation:
     ]
     return {"type": "modal", "callback_id": PULL_CALLBACK, "title": _plain("Pull an image", MAX_TITLE),
             "submit": _plain("Pull", MAX_TITLE), "close": _plain("Cancel", MAX_TITLE),
-            "private_metadata": metadata(channel), "blocks": blocks}
+            "blocks": blocks}
 
 
 def options(found: Choices) -> dict:

@@ -108,7 +108,6 @@ class PullForms:
                     "Pull an image", f"{denial.message} {denial.hint}"))
             return
         view = views.pull_form(host=self.runtime.host, registry=pullform.default_registry(self.services),
-                               channel=channel if _CONVERSATION.fullmatch(channel or "") else "",
                                from_conversation=bool(channel))
         try:
             await client.views_open(trigger_id=trigger_id, view=view)

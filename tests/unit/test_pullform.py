@@ -136,5 +136,5 @@ def test_rendered_options_and_form_keep_slacks_limits():
                             + (pullform.Choice("long", "x" * 151),))
     answer = render_options(many)
     assert options_problems(answer) == [] and len(answer["options"]) == 100
-    form = pull_form(host="h" * 500, registry="docker.io", channel="C1", from_conversation=True)
+    form = pull_form(host="h" * 500, registry="docker.io", from_conversation=True)
     assert view_problems(form) == []

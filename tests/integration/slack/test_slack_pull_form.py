@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from bot.render.modals import ACTION_PLATFORM, ACTION_REGISTRY, ACTION_REPOSITORY, ACTION_TAG, PULL_CALLBACK
+from bot.render.modals import ACTION_REGISTRY, ACTION_REPOSITORY, ACTION_TAG, PULL_CALLBACK
 from tests.fakes.slack_harness import clean_slack_env, engine_services, fake_slack, slack_app  # noqa: F401
 from tests.fakes.slack_views import elements, options_problems, send_interactive, submission, suggestion, \
     view_problems, view_text, views_of
