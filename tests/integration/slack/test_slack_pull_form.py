@@ -126,7 +126,8 @@ async def test_suggestions_are_data_and_bounded(slack_app, engine_services, stac
     assert len(many) <= 50
 
 
-async def test_submitting_runs_the_typed_pull_flow(slack_app, engine_services, stack, remote_image, docker_client):
+async def test_submitting_runs_the_typed_pull_flow(slack_app, engine_services, stack, remote_image, docker_client,
+                                                   make_image):
     h = await slack_app(engine_services(operators=OPS))
     view = await _open_form(h)
     registry, path = _pieces(remote_image)
@@ -139,12 +140,21 @@ async def test_submitting_runs_the_typed_pull_flow(slack_app, engine_services, s
     assert f":white_check_mark: <@UOPS> pulled `{remote_image.ref}`" in final[0].text
     docker_client.images.get(remote_image.ref)  # really on the engine
     records = await h.services.audit.tail(10)
-    done = [r for r in records if r.get("event") == "done"]
-    assert done and done[-1]["command"] == f"docker pull {remote_image.ref}" and done[-1]["actor"] == "UOPS"
+    form_records = [r for r in records if r.get("command") == f"docker pull {remote_image.ref}"]
+    # a typed /pull of another image, for the shape of its records
+    other = make_image(f"form-typed-{uuid.uuid4().hex[:6]}", push=True)
+    stack.docker("rmi", other.ref)
+    await h.command("/pull", other.ref, user_id="UOPS")
+    await h.fake.wait_for("api", "chat.update", where=lambda c: "pulled" in c.text and other.ref in c.text, timeout=60)
+    typed_records = [r for r in await h.services.audit.tail(10) if r.get("command") == f"docker pull {other.ref}"]
+    assert [r["event"] for r in form_records] == [r["event"] for r in typed_records] == ["requested", "running", "done"]
+    for form_rec, typed_rec in zip(form_records, typed_records):
+        assert (form_rec["actor"], form_rec["via"], sorted(form_rec["detail"])) == \
+            (typed_rec["actor"], typed_rec["via"], sorted(typed_rec["detail"]))
     # the same submission again (a replay) pulls nothing more
     await _submit(h, view, {"registry": _option(registry), "repository": _option(path),
                             "tag": _option("v1"), "channel": "CDOCKHAND"})
-    announced = [c for c in h.fake.api_calls("chat.postMessage") if "is pulling" in c.text]
+    announced = [c for c in h.fake.api_calls("chat.postMessage") if f"is pulling `{remote_image.ref}`" in c.text]
     assert len(announced) == 1
 
 
