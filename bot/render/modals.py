@@ -100,13 +100,41 @@ def options(found: Choices) -> dict:
     return {"options": out}
 
 
-def message_view(title: str, message: dict, *, callback_id: str = RESULT_CALLBACK) -> dict:
+MAX_TEXT_BLOCKS = 20  # code blocks of a plain-text answer at most
+TEXT_CHUNK = 2900  # characters of one (escaped) code block
+
+
+def text_blocks(text: str) -> list[dict]:
+    """Plain text as escaped code blocks, line by line, within a section's 3,000
+    characters each (a longer answer is cut, and says so)."""
+    from .blockkit import FENCE, _clean, escape
+
+    blocks, chunk = [], []
+    size = 0
+    lines = [escape(_clean(line))[:TEXT_CHUNK] for line in (text or "").splitlines()] or [" "]
+    for line in lines:
+        if chunk and size + len(line) + 1 > TEXT_CHUNK:
+            blocks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    blocks.append(chunk)
+    out = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{FENCE}\n" + "\n".join(c) + f"\n{FENCE}"}}
+           for c in blocks[:MAX_TEXT_BLOCKS]]
+    if len(blocks) > MAX_TEXT_BLOCKS:
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "_The rest did not fit: type the "
+                                                      "command for all of it._"}]})
+    return out
+
+
+def message_view(title: str, message: dict, *, text: str = "", callback_id: str = RESULT_CALLBACK) -> dict:
     """A command's answer (a rendered message) in a modal with a Close button.
-    Blocks a modal cannot hold are replaced by the message's plain text."""
+    A message with blocks a modal cannot hold is shown as ``text`` instead
+    (the answer as the shell prints it), or its plain-text fallback."""
     blocks = list(message.get("blocks") or [])
     if not blocks or any(b.get("type") not in MODAL_BLOCK_TYPES for b in blocks) or len(blocks) > MAX_VIEW_BLOCKS:
-        text = message.get("text") or "Done."
-        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text, 3000)}}]
+        blocks = text_blocks(text) if text else \
+            [{"type": "section", "text": {"type": "mrkdwn", "text": clip(message.get("text") or "Done.", 3000)}}]
     return {"type": "modal", "callback_id": callback_id, "title": _plain(title, MAX_TITLE),
             "close": _plain("Close", MAX_TITLE), "blocks": blocks}
 

@@ -33,6 +33,7 @@ from bot.config import Settings
 from bot.render import blockkit
 from bot.render import home as home_render
 from bot.render import modals as views
+from bot.render import text as text_render
 from handlers import access
 from handlers.argv import READ
 from handlers.context import Actor, Services
@@ -123,7 +124,8 @@ class HomeTab:
         actor = await self.runtime.actor(user.get("id", ""), user.get("username") or user.get("name", ""), "")
         reply = await self.runtime.dispatch(line, actor)  # authorised there, like the typed command
         message = await self.runtime.render(reply, command=line, interactive=False)
-        await client.views_update(view_id=view_id, view=views.message_view(label, message))
+        await client.views_update(view_id=view_id, view=views.message_view(
+            label, message, text=text_render.render(reply)))
 
 
 def register(app, services: Services, settings: Settings, *, runtime: SlackRuntime) -> HomeTab:

@@ -138,3 +138,15 @@ def test_rendered_options_and_form_keep_slacks_limits():
     assert options_problems(answer) == [] and len(answer["options"]) == 100
     form = pull_form(host="h" * 500, registry="docker.io", from_conversation=True)
     assert view_problems(form) == []
+
+
+def test_an_answer_a_modal_cannot_hold_is_shown_as_text():
+    from bot.render.modals import message_view
+
+    message = {"text": "summary", "blocks": [{"type": "table", "rows": []}]}
+    hostile = "\n".join(f"<!channel> ```row {i}``` " + "x" * 100 for i in range(2000))
+    view = message_view("Images", message, text=hostile)
+    assert view_problems(view) == [] and len(view["blocks"]) <= 21
+    body = "".join(b["text"]["text"] for b in view["blocks"] if b["type"] == "section")
+    assert "<!channel>" not in body and "&lt;!channel&gt;" in body
+    assert view["blocks"][-1]["type"] == "context"
