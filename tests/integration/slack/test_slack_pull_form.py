@@ -227,3 +227,12 @@ async def test_an_expired_trigger_says_what_to_do(slack_app, engine_services):
     reply = await h.reply(await h.command("/pull", "", user_id="UOPS", trigger_id=stale))
     assert "Slack did not open the pull form (expired_trigger_id)" in reply.text and "/pull NAME[:TAG]" in reply.text
     assert h.fake.api_calls("views.open")[0].response == {"ok": False, "error": "expired_trigger_id"}
+
+
+async def test_no_suggestions_for_someone_without_a_role(slack_app, engine_services, stack):
+    h = await slack_app(engine_services(operators=OPS, viewers=frozenset({"UVIEW"})))
+    view = await _open_form(h)
+    status, text, _ = await send_interactive(h, suggestion(view, ACTION_REPOSITORY, "ubuntu", user_id="UNOBODY",
+                                                           user_name="nobody"))
+    assert status == 200 and json.loads(text) == {"options": []}
+    assert await _suggest(h, view, ACTION_REPOSITORY, "ubuntu")  # the operator gets them
