@@ -73,7 +73,7 @@ class PullHub:
                 continue
             layers: dict[str, tuple[int, int]] = {}
             for ev in shared.events:
-                if ev.id and ev.total:
+                if ev.id and ev.total and ev.status == "Downloading":  # not Extracting: bytes received
                     layers[ev.id] = (ev.current, ev.total)
                 elif ev.id and ev.status in ("Pull complete", "Download complete", "Already exists") and ev.id in layers:
                     layers[ev.id] = (layers[ev.id][1], layers[ev.id][1])
