@@ -236,3 +236,20 @@ async def test_no_suggestions_for_someone_without_a_role(slack_app, engine_servi
                                                            user_name="nobody"))
     assert status == 200 and json.loads(text) == {"options": []}
     assert await _suggest(h, view, ACTION_REPOSITORY, "ubuntu")  # the operator gets them
+
+
+async def test_where_dockhand_is_no_member_the_form_uses_the_channels_response_url(slack_app, engine_services,
+                                                                                   stack, remote_image):
+    h = await slack_app(engine_services(operators=OPS))
+    h.fake.fail_post["CELSEWHERE"] = "not_in_channel"
+    view = await _open_form(h)
+    registry, path = _pieces(remote_image)
+    rid = uuid.uuid4().hex[:12]
+    payload = submission(view, {"registry": _option(registry), "repository": _option(path), "tag": _option("v1"),
+                                "channel": "CELSEWHERE"}, user_id="UOPS", user_name="ops",
+                         response_url=h.fake.response_url(rid))
+    assert payload["response_urls"][0]["channel_id"] == "CELSEWHERE"
+    await send_interactive(h, payload)
+    answers = await h.fake.wait_for("response", rid, count=2, timeout=60)
+    assert answers[0].body.get("response_type") == "in_channel" and "is pulling" in answers[0].text
+    assert any(f"pulled `{remote_image.ref}`" in a.text for a in answers[1:])
