@@ -543,12 +543,13 @@ class DockerEngine(ContainerRuns):
 
     async def disk_usage(self) -> DiskUsage:
         raw = await self._run(OP_DF, lambda api: api.df()) or {}
-        unique = {}
+        unique, containers = {}, {}
         for img in raw.get("Images") or ():
             size, shared = int(img.get("Size") or 0), int(img.get("SharedSize") or 0)
             # SharedSize is -1 when the engine did not compute it
             unique[img.get("Id") or ""] = size - shared if shared >= 0 else size
-        return DiskUsage(layers_size=int(raw.get("LayersSize") or 0), unique=unique)
+            containers[img.get("Id") or ""] = int(img.get("Containers") or 0)
+        return DiskUsage(layers_size=int(raw.get("LayersSize") or 0), unique=unique, containers=containers)
 
     async def images_in_use(self) -> frozenset[str]:
         """Full IDs of the images any container (running or not) was made from:

@@ -143,7 +143,7 @@ async def _stream(call: Call, ref: refs.Reference, tag: str, lines: list[str]):
     return reply
 
 
-_PLATFORM = re.compile(r"[a-z0-9_-]+(/[a-z0-9_-]+(/[a-z0-9_.-]+)?)?")
+_PLATFORM = re.compile(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9_-]+(/[a-z0-9_.-]+)?)?")  # no leading dash: not a flag
 
 
 def validate(parsed) -> None:

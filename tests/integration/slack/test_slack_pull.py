@@ -107,8 +107,9 @@ async def test_failed_pull_says_why_in_the_channel(slack_app, engine_services, f
 
 
 async def test_pull_without_an_image_is_a_private_usage_error(slack_app, engine_services, fake_slack):
+    # `/docker pull` alone is the CLI's usage error (`/pull` alone opens the form: test_slack_pull_form.py)
     h = await slack_app(engine_services(operators=frozenset({"UALICE"})))
-    reply = await h.reply(await h.command("/pull", ""))
+    reply = await h.reply(await h.command("/docker", "pull"))
     assert reply.body["response_type"] == "ephemeral"
     assert "requires exactly 1 argument" in reply.text
     assert not fake_slack.api_calls("chat.postMessage")
