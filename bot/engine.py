@@ -67,7 +67,7 @@ from bot.engine_errors import (  # the error mapping lives there
     _fmt_seconds,
 )
 from bot.connection import ConnectionProblem, EngineTarget, from_url
-from bot.credentials import CredentialStore, RegistryAuth, registry_of
+from bot.credentials import CredentialStore, RegistryAuth, normalize_registry, registry_of
 from bot.engine_batch import _api_error, _remove_over_one_connection, _untagged_deleted
 from bot.engine_pull import (DEFAULT_STALL_TIMEOUT, _for_person, _json_stream, _pull_through_sdk, _PullConnection,
                               _PullStream)
@@ -329,6 +329,12 @@ class DockerEngine(ContainerRuns):
                                       per_registry=self._per_registry)
             self._gate_loop = loop
         return self._gate
+
+    def registry_slot(self, owner: str, registry: str):
+        """One slot of this host's registry lane, for a registry call made
+        outside the engine (bot/registry.py: a catalog or a tag list), so it
+        waits its turn with the pulls and searches, fairly."""
+        return self._registry_gate().slot(owner, normalize_registry(registry))
 
     @property
     def registry_lane(self) -> RegistryLane | None:
@@ -602,12 +608,13 @@ class DockerEngine(ContainerRuns):
 
     async def disk_usage(self) -> DiskUsage:
         raw = await self._run(OP_DF, lambda api: api.df()) or {}
-        unique = {}
+        unique, containers = {}, {}
         for img in raw.get("Images") or ():
             size, shared = int(img.get("Size") or 0), int(img.get("SharedSize") or 0)
             # SharedSize is -1 when the engine did not compute it
             unique[img.get("Id") or ""] = size - shared if shared >= 0 else size
-        return DiskUsage(layers_size=int(raw.get("LayersSize") or 0), unique=unique)
+            containers[img.get("Id") or ""] = int(img.get("Containers") or 0)
+        return DiskUsage(layers_size=int(raw.get("LayersSize") or 0), unique=unique, containers=containers)
 
     async def images_in_use(self) -> frozenset[str]:
         """Full IDs of the images any container (running or not) was made from:

@@ -55,6 +55,7 @@ def build_services(settings: Settings) -> Services:
     from bot.audit_log import AuditLog
     from bot.credentials import CredentialStore
     from bot.engine import DockerEngine
+    from bot.insecure_registries import EngineRegistrySecurity
     from bot.registry import RegistryClient
     from bot.store import SqliteStore
 
@@ -65,7 +66,9 @@ def build_services(settings: Settings) -> Services:
     engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host
     state = settings.state_path
     return Services(engine=engine, host_label=settings.host_label, search_index=settings.search_index,
-                    catalog=RegistryClient(credentials),
+                    # HTTP only where the engine's --insecure-registry settings (docker info) allow it
+                    catalog=RegistryClient(credentials, lane=engine.registry_slot,
+                                           security=EngineRegistrySecurity(engine.info)),
                     client_info=client_info(), store=SqliteStore.open(state),
                     audit=AuditLog(settings.audit_log_path), policy=settings.policy(),
                     confirm_ttl=settings.confirm_ttl, runner=runner_id(), runner_alive=runner_alive)

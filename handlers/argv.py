@@ -66,6 +66,10 @@ class CommandSpec:
     # checks the parsed arguments without touching the engine (raises UsageError);
     # lets a front end refuse a bad command before announcing it
     validate: Callable[["Parsed"], None] | None = None
+    # checks the arguments with the engine's own parser, reading nothing that
+    # changes (raises UsageError in the engine's words): what depends on the
+    # engine's version, refused before a front end announces the command
+    engine_check: Callable | None = None
     # DESTRUCTIVE commands: predicts what running would do (a handlers.plans.Plan),
     # for the confirmation; the confirm step calls it again before acting
     planner: Callable | None = None

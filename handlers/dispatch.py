@@ -218,6 +218,7 @@ async def _run(command: Command, actor: Actor, services: Services, emit: Emit) -
     denial = access.authorise(services.access(), actor, spec.effect, spec.command_path, spec.role)
     if denial is not None:
         return await operations.denied(call, denial)
+    await engine_check(command, services)
     if command.asks_first:
         return await operations.request(call, await spec.planner(call))
     if spec.effect == WRITE:
@@ -232,6 +233,24 @@ def preflight(text: str) -> Reply | None:
         parse_command(text)
     except DockhandError as exc:
         return error_reply(text.strip(), exc.message, exc.hint, exc.status)
+    return None
+
+
+async def engine_check(command: Command, services: Services) -> None:
+    """The command's engine-side checks (``CommandSpec.engine_check``): raises
+    UsageError with the engine's own words. Dispatch runs it before acting;
+    a front end that announces a command runs it before announcing."""
+    spec = command.spec
+    if spec is not None and spec.engine_check is not None and not command.parsed.help:
+        await spec.engine_check(command.parsed, services.engine)
+
+
+async def engine_preflight(command: Command, services: Services) -> Reply | None:
+    """:func:`engine_check` as a reply: the usage-error Reply, or None."""
+    try:
+        await engine_check(command, services)
+    except DockhandError as exc:
+        return await with_context(error_reply(command.line, exc.message, exc.hint, exc.status), services)
     return None
 
 

@@ -63,6 +63,20 @@ class DiskUsage:
     # per image ID: what deleting that image alone frees (its size less the
     # layers it shares with other images: `docker system df -v` UNIQUE SIZE)
     unique: Mapping[str, int] = field(default_factory=dict)
+    # per image ID: the containers (running or not) using it, as the engine
+    # counts them for `docker system df` (its ACTIVE column: images with some)
+    containers: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def reclaimable(self) -> int:
+        """Bytes ``docker system df`` calls reclaimable for images: all layers
+        less what the images in use hold on their own (docker/cli's rule)."""
+        used = sum(self.unique.get(i, 0) for i, n in self.containers.items() if n)
+        return max(0, self.layers_size - used)
+
+    @property
+    def active(self) -> int:
+        return sum(1 for n in self.containers.values() if n)
 
 
 @dataclass(frozen=True)
@@ -180,11 +194,13 @@ class RegistryCatalog(Protocol):
     RegistryUnauthorized, EngineError); names and tags are as the registry
     gave them, checked against the distribution grammar, bounded."""
 
-    async def catalog(self, registry: str, *, limit: int = 1000) -> list[str]:
-        """Repository names on ``registry`` (``host[:port]``), in its order, at most ``limit``."""
+    async def catalog(self, registry: str, *, limit: int = 1000, owner: str = "") -> list[str]:
+        """Repository names on ``registry`` (``host[:port]``), in its order, at most ``limit``.
+        ``owner``: on whose behalf (``Actor.id``), for the fair share of
+        registry calls that pulls and searches use too."""
         ...
 
-    async def tags(self, registry: str, repository: str, *, limit: int = 200) -> list[str]:
+    async def tags(self, registry: str, repository: str, *, limit: int = 200, owner: str = "") -> list[str]:
         """Tags of ``repository`` on ``registry``, at most ``limit``."""
         ...
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from . import refs
 from .argv import WRITE, CommandSpec, Flag
 from .base import Call
-from .errors import EngineError, UsageError
+from .errors import EngineError, InvalidArgument, InvalidReference, UsageError
 from .replies import ErrorPart, LayerProgress, Preformatted, Progress, Status
 
 EMIT_INTERVAL = 1.0  # seconds between interim progress replies (Slack: ~1 chat.update/s)
@@ -53,7 +53,7 @@ async def plan_all_tags(call: Call) -> TagsPlan:
     catalog = call.services.catalog
     if catalog is None:
         raise EngineError("Dockhand cannot list a registry's tags here.", "Pull tags one at a time: `docker pull NAME:TAG`.")
-    tags = await catalog.tags(ref.domain, ref.path, limit=MAX_TAGS + 1)
+    tags = await catalog.tags(ref.domain, ref.path, limit=MAX_TAGS + 1, owner=call.actor.id)
     if len(tags) > MAX_TAGS:
         raise UsageError(f"{ref.familiar_name} has more than {MAX_TAGS} tags: too many to pull at once",
                          "Pull the tags you need one at a time: `docker pull NAME:TAG`.")
@@ -143,7 +143,7 @@ async def _stream(call: Call, ref: refs.Reference, tag: str, lines: list[str]):
     return reply
 
 
-_PLATFORM = re.compile(r"[a-z0-9_-]+(/[a-z0-9_-]+(/[a-z0-9_.-]+)?)?")
+_PLATFORM = re.compile(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9_-]+(/[a-z0-9_.-]+)?)?")  # no leading dash: not a flag
 
 
 def validate(parsed) -> None:
@@ -161,6 +161,34 @@ def validate(parsed) -> None:
                          "For example `docker pull --platform linux/arm64 alpine`.")
 
 
+_REFUSAL = "invalid reference format"
+
+
+async def engine_check(parsed, engine) -> None:
+    """Refuse, in the engine's words, a reference this engine's parser refuses.
+
+    Engines disagree on one thing the grammar allows: an uppercase first
+    component (``UPPER/x``). Current distribution/reference reads it as a
+    registry host; older engines (20.10) answer "repository name must be
+    lowercase". Only the engine knows, so it is asked with a read that
+    parses the reference the way a pull does and changes nothing
+    (``GET /images/{name}/json``: 400 when the name does not parse)."""
+    ref = refs.parse_normalized(parsed.args[0])
+    if ref.domain == ref.domain.lower():
+        return  # every engine version parses these alike
+    name = parsed.args[0] if (ref.tag or ref.digest) else parsed.args[0] + ":latest"
+    try:
+        await engine.inspect_image(name)
+    except InvalidArgument as exc:
+        at = exc.message.find(_REFUSAL)
+        if at < 0:
+            return  # some other 400: not a parse refusal, so the pull decides
+        raise InvalidReference(f"Error response from daemon: {exc.message[at:][:200]}",
+                         "Registry hosts and repository names are lowercase: `docker pull registry.example:5000/team/app`.") from None
+    except EngineError:
+        return  # parsed (not found, or the engine is away): the pull answers for itself
+
+
 SPECS = (
     CommandSpec(("pull",), "pull [OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry", pull,
                 (Flag("all-tags", "a", help="Download all tagged images in the repository"),
@@ -172,6 +200,6 @@ SPECS = (
                 min_args=1, max_args=1, aliases=("docker image pull", "docker pull"), effect=WRITE,
                 examples=("docker pull ubuntu", "docker pull ubuntu:16.04",
                           "docker pull myregistry.local:5000/testing/test-image"),
-                validate=validate, planner=plan_all_tags, confirm_if=lambda parsed: bool(parsed.opts.get("all_tags"))),
+                validate=validate, engine_check=engine_check, planner=plan_all_tags, confirm_if=lambda parsed: bool(parsed.opts.get("all_tags"))),
 )
 SPECS = SPECS + (dataclasses.replace(SPECS[0], path=("image", "pull")),)

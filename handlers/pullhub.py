@@ -16,6 +16,7 @@ message instead of posting its own.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -33,6 +34,21 @@ class _Shared:
     task: asyncio.Task | None = None
     requests: int = 0  # how many requests joined (the first included)
     note: dict = field(default_factory=dict)  # front ends' data about this pull
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class PullInFlight:
+    """A pull running now, as a summary (the Home tab lists them)."""
+
+    host: str
+    repository: str
+    tag: str  # or digest
+    platform: str
+    requests: int  # how many requests share it
+    seconds: float  # since it started
+    done: int  # bytes received so far (layers that said how many)
+    total: int  # bytes of those layers
 
 
 class PullHub:
@@ -47,6 +63,24 @@ class PullHub:
         """The front ends' notes on a pull in flight (None when there is none)."""
         shared = self.in_flight(host, repository, tag, platform)
         return shared.note if shared is not None else None
+
+    def active(self, host: str | None = None, *, limit: int = 50) -> list[PullInFlight]:
+        """The pulls running now (on ``host``, or everywhere), oldest first, at most ``limit``."""
+        now = time.monotonic()
+        out = []
+        for (h, repository, tag, platform), shared in list(self._pulls.items()):
+            if shared.finished or (host is not None and h != host):
+                continue
+            layers: dict[str, tuple[int, int]] = {}
+            for ev in shared.events:
+                if ev.id and ev.total and ev.status == "Downloading":  # not Extracting: bytes received
+                    layers[ev.id] = (ev.current, ev.total)
+                elif ev.id and ev.status in ("Pull complete", "Download complete", "Already exists") and ev.id in layers:
+                    layers[ev.id] = (layers[ev.id][1], layers[ev.id][1])
+            out.append(PullInFlight(h, repository, tag, platform, shared.requests, max(0.0, now - shared.started),
+                                    sum(c for c, _ in layers.values()), sum(t for _, t in layers.values())))
+        out.sort(key=lambda p: -p.seconds)
+        return out[:limit]
 
     async def stream(self, engine: Engine, host: str, repository: str, tag: str,
                      **options: Any) -> AsyncIterator[PullEvent]:

@@ -104,7 +104,7 @@ async def _from_catalog(call: Call, term: str, *, limit: int, filters) -> object
         return call.reply(Table(header, ()), notice, Notice(nothing), summary=summary_none)
     catalog = call.services.catalog
     try:
-        names = await catalog.catalog(registry, limit=CATALOG_LIMIT)
+        names = await catalog.catalog(registry, limit=CATALOG_LIMIT, owner=call.actor.id)
     except (RegistryUnauthorized, RegistryUnreachable, EngineError) as exc:
         if type(exc) not in (RegistryUnauthorized, RegistryUnreachable, EngineError):
             raise
@@ -117,7 +117,7 @@ async def _from_catalog(call: Call, term: str, *, limit: int, filters) -> object
     async def tags_of(name: str) -> str:
         async with gate:
             try:
-                tags = await catalog.tags(registry, name, limit=TAGS_SHOWN)
+                tags = await catalog.tags(registry, name, limit=TAGS_SHOWN, owner=call.actor.id)
             except DockhandError:
                 return "tags: (could not be listed)"
         return "tags: " + (", ".join(sorted(tags)) if tags else "(none)")

@@ -86,6 +86,10 @@ def build(settings: Settings, services: Services, *, dispatch: Dispatch | None =
     app.ack_gate = runtime.gate
     commands.register(app, services, settings, runtime=runtime)
     actions.register(app, services, settings, runtime=runtime)
+    from . import home, modals  # the Home tab and the pull form
+
+    modals.register(app, services, settings, runtime=runtime)
+    home.register(app, services, settings, runtime=runtime)
     return app, runtime
 
 

@@ -47,6 +47,13 @@ def _listener(runtime: SlackRuntime, verb: str):
             if not await runtime.first_delivery(key, request.headers, durable=command_kind(line) != READ):
                 return
             channel = command.get("channel_id", "")
+            forms = getattr(runtime, "pull_forms", None)
+            if verb == "pull" and line == "pull" and forms is not None:
+                # `/pull` alone opens the pull form (bot/slack/modals.py): at once, while the
+                # trigger_id is good (3 s). `/docker pull` alone stays the CLI's usage error.
+                await forms.open(client, command.get("trigger_id", ""), user_id=command.get("user_id", ""),
+                                 user_name=command.get("user_name", ""), channel=channel, respond=respond)
+                return
             actor = await runtime.actor(command.get("user_id", ""), command.get("user_name", ""), channel)
             await runtime.run(line, actor, channel=channel, respond=respond, client=client)
 

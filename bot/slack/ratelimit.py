@@ -71,6 +71,9 @@ DEFAULT_RETRY_AFTER = 1.0  # seconds, for a 429 without a usable Retry-After
 MAX_INTERIMS = 1000  # interim states waiting at most (one per message)
 MAX_LANES = 1000  # per-channel buckets kept at most
 MAX_KEYS = 4096  # messages remembered (last interim, final sent)
+TIER4_PER_MINUTE = 100  # views.publish: Slack's Tier 4, "100+ per minute"
+PUBLISH_BURST = 8  # views.publish tokens that may go at once (Slack publishes no burst size: stay modest)
+HOME_INTERVAL = 5.0  # seconds between two Home tab publishes for one person (newest wins)
 
 
 class TokenBucket:
@@ -376,6 +379,11 @@ class SlackBudget:
             "chat.postMessage": MethodLimiter("chat.postMessage", rate=POST_PER_SECOND, burst=POST_BURST,
                                               per_channel=True, clock=clock,
                                               **overrides.get("chat.postMessage", {})),
+            # Home tabs: every publish is an interim keyed by its person (bot/slack/home.py), so
+            # a burst of openings is one publish now and at most one more every HOME_INTERVAL.
+            "views.publish": MethodLimiter("views.publish", rate=TIER4_PER_MINUTE / 60.0, burst=PUBLISH_BURST,
+                                           interim_interval=HOME_INTERVAL, clock=clock,
+                                           **overrides.get("views.publish", {})),
         }
 
     def __getitem__(self, method: str) -> MethodLimiter:
@@ -390,7 +398,7 @@ class SlackBudget:
         return await self.limiters[method].submit(call, **kwargs)
 
 
-LIMITED_METHODS = frozenset({"chat.update", "chat.postMessage"})
+LIMITED_METHODS = frozenset({"chat.update", "chat.postMessage", "views.publish"})
 
 _budgets: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], SlackBudget]]" = \
     weakref.WeakKeyDictionary()

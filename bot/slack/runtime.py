@@ -34,7 +34,7 @@ from bot.render import blockkit
 from .posting import ChannelPost, Message, send_response
 from handlers.argv import READ, WRITE
 from handlers.context import Actor, Emit, Services
-from handlers.dispatch import Command, effect_of, parse_command
+from handlers.dispatch import Command, effect_of, engine_preflight, parse_command
 from handlers.errors import DockhandError
 from handlers.replies import Reply, Status, error_reply
 
@@ -367,7 +367,11 @@ class SlackRuntime:
         if command is not None and kind == WRITE and _write_target(line)[1] \
                 and access_denial(command, actor, self.services) is None:
             # announced in the channel only once the command line is known to be
-            # valid and the person may run it
+            # valid (for this engine too) and the person may run it
+            refusal = await engine_preflight(command, self.services)
+            if refusal is not None:
+                await send_response(respond, await self.render(refusal, command=line), response_type="ephemeral")
+                return
             await self.run_write(line, actor, channel=channel, respond=respond, client=client)
             return
         reply = await self.dispatch(line, actor)

@@ -196,6 +196,7 @@ class RateRule:
 SLACK_RATE_LIMITS = {
     "chat.update": RateRule(50 / 60, 10),
     "chat.postMessage": RateRule(1.0, 4, per_channel=True),
+    "views.publish": RateRule(100 / 60, 10),  # Tier 4, "100+ per minute"
 }
 
 
@@ -335,7 +336,7 @@ class FakeSlack:
         if "json" in ctype:
             return json.loads(raw or b"{}")
         body = dict(urllib.parse.parse_qsl(raw.decode()))
-        for key in ("blocks", "attachments", "metadata"):
+        for key in ("blocks", "attachments", "metadata", "view"):
             if isinstance(body.get(key), str):
                 with contextlib.suppress(ValueError):
                     body[key] = json.loads(body[key])
@@ -388,6 +389,10 @@ class FakeSlack:
             return {"ok": True, "url": "https://dockhand-test.slack.com/", "team": "Dockhand Test",
                     "user": "dockhand", "team_id": self.team_id, "user_id": self.bot_user_id,
                     "bot_id": "BDOCKHAND", "is_enterprise_install": False}
+        if method in ("views.publish", "views.open", "views.update"):
+            from tests.fakes.slack_views import answer as views_answer  # views, their limits, trigger_ids
+
+            return views_answer(self, method, body)
         if method == "usergroups.users.list":
             group = body.get("usergroup", "")
             if group not in self.usergroups:

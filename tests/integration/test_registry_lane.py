@@ -149,15 +149,26 @@ class SlowRegistry:
             def log_message(self, *args) -> None:
                 pass
 
+            def _slowly(self) -> None:
+                flight.up(registry.address)
+                try:
+                    time.sleep(delay)
+                finally:
+                    flight.down(registry.address)
+
             def _answer(self, body: bool) -> None:
                 if "/manifests/" in self.path:
-                    flight.up(registry.address)
-                    try:
-                        time.sleep(delay)
-                    finally:
-                        flight.down(registry.address)
+                    self._slowly()
                     data = json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})
                     status = 404
+                elif self.path.startswith("/v1/"):  # no search endpoint: Dockhand lists the catalog instead
+                    data, status = "404 page not found", 404
+                elif self.path.startswith("/v2/_catalog"):
+                    self._slowly()
+                    data, status = json.dumps({"repositories": ["dockhand/slow"]}), 200
+                elif self.path.endswith("/tags/list") or "/tags/list?" in self.path:
+                    self._slowly()
+                    data, status = json.dumps({"name": "dockhand/slow", "tags": ["1"]}), 200
                 else:  # /v2/: "a registry v2, no authentication"
                     data, status = "{}", 200
                 raw = data.encode()
@@ -324,6 +335,31 @@ async def test_one_persons_twelve_slow_pulls_leave_room_for_anothers_search(lane
         await stop(alice)
         registry.stop()
     assert flight.peak <= BOUND
+
+
+async def test_catalog_listings_take_their_share_of_the_lane_too(lane):
+    """A search on a registry without a search endpoint lists its catalog and
+    tags (bot/registry.py): those calls wait their turn in the same lane, so
+    one person's twelve such searches hold her share, not the registry."""
+    make, flight, proxy = lane
+    registry = SlowRegistry(flight, SLOW)
+    index = await proxy()
+    services = make(search_index=index.address)
+    engine = services.engine
+    await quick_search(services, CAROL)
+    alice = [asyncio.create_task(dispatch(f"search {registry.address}/slow", ALICE, services)) for _ in range(12)]
+    try:
+        await until(lambda: flight.at.get(registry.address, 0) >= PER_PERSON, timeout=10)
+        await settle(flight)
+        assert flight.at[registry.address] == PER_PERSON  # her share: before, all twelve listed at once
+        assert engine.registry_lane.held_by(ALICE.id) == PER_PERSON
+        elapsed = await quick_search(services, BOB)
+        assert elapsed < QUICK, f"bob waited {elapsed:.1f} s behind alice's catalog listings"
+        assert not any(t.done() for t in alice)
+    finally:
+        await stop(alice)
+        registry.stop()
+    assert flight.peak_at[registry.address] == PER_PERSON
 
 
 async def test_a_slow_pull_ends_with_the_registrys_answer(lane):

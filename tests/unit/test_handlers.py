@@ -238,3 +238,34 @@ def test_pull_refuses_a_registry_port_the_engine_cannot_dial_before_anything_run
     assert (reply is None) is ok
     if not ok:
         assert reply.status is Status.USAGE and "a port is 1 to 65535" in reply.parts[0].message
+
+
+@pytest.mark.parametrize("engine_says,refused", [
+    (None, False),  # the engine parses it (no such image): never refused
+    ("InvalidArgument:no such image: UPPER/x:latest: invalid reference format: repository name must be lowercase",
+     True),
+    ("InvalidArgument:some other 400", False),  # not a parse refusal: the pull decides
+    ("EngineUnreachable:engine away", False),
+])
+async def test_pull_asks_the_engine_about_an_uppercase_registry_host_only(engine_says, refused):
+    from handlers import errors
+
+    s = services()
+    if engine_says:
+        kind, text = engine_says.split(":", 1)
+        s.engine.fail = getattr(errors, kind)(f"Error response from daemon: {text}")
+    reply = await dispatch("pull UPPER/x", ME, s)
+    assert ("inspect_image", "UPPER/x:latest") in s.engine.calls
+    pulled = any(c[0] == "pull" for c in s.engine.calls)
+    if refused:
+        assert reply.status is Status.USAGE and not pulled
+        assert reply.parts[0].message == ("Error response from daemon: invalid reference format: "
+                                          "repository name must be lowercase")
+    else:
+        assert pulled  # not refused up front: the pull itself ran (and answers for itself)
+        errors_shown = [p.message for p in reply.parts if isinstance(p, ErrorPart)]
+        assert not any("invalid reference format" in m for m in errors_shown)
+    # a lowercase reference is never a question for the engine
+    s2 = services()
+    await dispatch("pull upper/x", ME, s2)
+    assert s2.engine.calls[0][0] == "pull"

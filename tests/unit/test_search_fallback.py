@@ -26,13 +26,13 @@ class FakeCatalog:
         self.tags_fail = tags_fail
         self.calls = []
 
-    async def catalog(self, registry, *, limit=1000):
+    async def catalog(self, registry, *, limit=1000, owner=""):
         self.calls.append(("catalog", registry, limit))
         if self.fail:
             raise self.fail
         return self.repos[:limit]
 
-    async def tags(self, registry, repository, *, limit=200):
+    async def tags(self, registry, repository, *, limit=200, owner=""):
         self.calls.append(("tags", registry, repository))
         if self.tags_fail:
             raise self.tags_fail

@@ -107,8 +107,9 @@ async def test_failed_pull_says_why_in_the_channel(slack_app, engine_services, f
 
 
 async def test_pull_without_an_image_is_a_private_usage_error(slack_app, engine_services, fake_slack):
+    # `/docker pull` alone is the CLI's usage error (`/pull` alone opens the form: test_slack_pull_form.py)
     h = await slack_app(engine_services(operators=frozenset({"UALICE"})))
-    reply = await h.reply(await h.command("/pull", ""))
+    reply = await h.reply(await h.command("/docker", "pull"))
     assert reply.body["response_type"] == "ephemeral"
     assert "requires exactly 1 argument" in reply.text
     assert not fake_slack.api_calls("chat.postMessage")
@@ -116,7 +117,9 @@ async def test_pull_without_an_image_is_a_private_usage_error(slack_app, engine_
 
 @pytest.mark.parametrize("text,needle", [("Ubuntu", "repository name must be lowercase"),
                                          ("-z x", "unknown shorthand flag"), ("a b", "requires exactly 1 argument"),
-                                         ("127.0.0.1:70000/x", "a port is 1 to 65535")])
+                                         ("127.0.0.1:70000/x", "a port is 1 to 65535"),
+                                         # the grammar takes it (a registry host); this engine refuses it
+                                         ("UPPER/x", "invalid reference format: repository name must be lowercase")])
 async def test_invalid_pull_is_refused_privately_before_any_announcement(slack_app, engine_services, fake_slack,
                                                                           text, needle):
     h = await slack_app(engine_services(operators=frozenset({"UALICE"})))

@@ -92,8 +92,11 @@ def test_manifest_declares_what_the_app_handles():
 
     text = (Path(__file__).resolve().parents[3] / "manifest.yml").read_text()
     assert re.findall(r"^\s+- command: (\S+)$", text, re.M) == list(SLASH_COMMANDS)
-    urls = re.findall(r"^\s+(?:url|request_url): (\S+)$", text, re.M)
-    assert len(urls) == len(SLASH_COMMANDS) + 1 and all(u.endswith("/slack/events") for u in urls)
+    urls = re.findall(r"^\s+(?:url|request_url|message_menu_options_url): (\S+)$", text, re.M)
+    # the commands, the event subscription, interactivity and its options load URL (the pull form)
+    assert len(urls) == len(SLASH_COMMANDS) + 3 and all(u.endswith("/slack/events") for u in urls)
+    assert re.search(r"^\s+home_tab_enabled: true", text, re.M)
+    assert re.findall(r"bot_events:\n((?:\s+- \S+\n)+)", text) == ["      - app_home_opened\n"]
     scopes = re.search(r"bot:\n((?:[ \t]+(?:#.*|- .*)\n)+)", text).group(1)
     assert re.findall(r"^\s+- ([\w:.]+)", scopes, re.M) == ["commands", "chat:write", "usergroups:read"]
     assert re.search(r"interactivity:\n\s+is_enabled: true", text)

@@ -1,0 +1,249 @@
+"""The pull form: ``/pull`` alone (or the Home tab's button) opens a modal.
+
+* Opening: right after the ack (a ``trigger_id`` is good for 3 seconds), the
+  person's role is checked first (``handlers.access``, the one place): someone
+  who may not pull is told so in the words a typed ``/pull`` gets, and no
+  form opens.
+* Suggestions (``block_suggestion`` for the three ``external_select``s):
+  answered within Slack's 3 seconds (each lookup at most
+  :data:`SUGGEST_TIMEOUT`), at most 100 options within Slack's option limits,
+  cached for :data:`CACHE_TTL` seconds per (field, registry, repository,
+  text); what an index or registry sends is data (``handlers.pullform``).
+* Submission (``view_submission``): the fields become the command line a
+  typed ``/pull`` would be (``handlers.pullform.pull_line``: each field
+  checked, nothing can add a flag or an argument); a bad field gets
+  ``response_action: errors`` on its block in the typed command's words; a
+  person who may not pull gets the refusal there too, audited like a typed
+  one (the line goes through dispatch); otherwise the modal closes and the
+  line runs exactly as a typed ``/pull`` in the chosen conversation
+  (``SlackRuntime.run``: announced in the channel, progress, result, record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import OrderedDict
+
+from slack_sdk.errors import SlackApiError
+
+from bot.config import Settings
+from bot.render import blockkit
+from bot.render import modals as views
+from handlers import access
+from handlers import pullform
+from handlers.context import Actor, Services
+from handlers.dispatch import parse_command
+from handlers.errors import DockhandError
+from handlers.replies import error_reply
+
+from .posting import send_response
+from .runtime import SlackRuntime, body_key
+
+log = logging.getLogger("dockhand.slack")
+
+SUGGEST_TIMEOUT = 2.0  # seconds one suggestion lookup may take (Slack waits 3 s)
+ACTOR_TIMEOUT = 1.0  # seconds to learn a person's user groups before a trigger_id expires
+CACHE_TTL = 30.0  # seconds a suggestion list is reused
+CACHE_SIZE = 512  # suggestion lists kept at most
+VIEWS_KEPT = 1000  # forms whose chosen registry/repository are remembered
+MAX_QUERY = 255
+_CONVERSATION = re.compile(r"[CGD][A-Z0-9]{2,30}")
+_PROBE = "docker pull busybox"  # what a form is about, for the access check before it opens
+
+
+def _selected(values: dict, block: str, action: str) -> str:
+    state = ((values or {}).get(block) or {}).get(action) or {}
+    option = state.get("selected_option") or {}
+    value = option.get("value") if isinstance(option, dict) else None
+    if value is None:
+        value = state.get("value")
+    if value is None:
+        value = state.get("selected_conversation")
+    return value if isinstance(value, str) else ""
+
+
+class PullForms:
+    def __init__(self, runtime: SlackRuntime):
+        self.runtime = runtime
+        self.no_search: set[str] = set()  # registries seen without a search endpoint
+        self._cache: OrderedDict[tuple, tuple[float, pullform.Choices]] = OrderedDict()
+        self._chosen: OrderedDict[str, dict[str, str]] = OrderedDict()  # view id -> field -> value
+        self._lookups = asyncio.Semaphore(8)  # registry lookups for suggestions at once
+
+    @property
+    def services(self) -> Services:
+        return self.runtime.services
+
+    async def _actor(self, user_id: str, user_name: str, channel: str) -> Actor:
+        try:
+            return await asyncio.wait_for(self.runtime.actor(user_id, user_name, channel), ACTOR_TIMEOUT)
+        except asyncio.TimeoutError:
+            return Actor(id=user_id, name=user_name, via="slack", channel=channel)
+
+    def denial(self, actor: Actor):
+        from .runtime import access_denial
+
+        return access_denial(parse_command(_PROBE), actor, self.services)
+
+    # -- opening
+
+    async def open(self, client, trigger_id: str, *, user_id: str, user_name: str = "", channel: str = "",
+                   respond=None) -> None:
+        """Open the form for this person, or tell them why not (``respond``:
+        the slash command's response_url; without one, a modal says it)."""
+        actor = await self._actor(user_id, user_name, channel)
+        denial = self.denial(actor)
+        if denial is not None:
+            if respond is not None:
+                reply = error_reply("docker pull", denial.message, denial.hint).with_context(
+                    self.runtime.host, self.services.engine_version)
+                await send_response(respond, await self.runtime.render(reply, command="docker pull"),
+                                    response_type="ephemeral")
+            else:
+                await client.views_open(trigger_id=trigger_id, view=views.text_view(
+                    "Pull an image", f"{denial.message} {denial.hint}"))
+            return
+        view = views.pull_form(host=self.runtime.host, registry=pullform.default_registry(self.services),
+                               from_conversation=bool(channel))
+        try:
+            await client.views_open(trigger_id=trigger_id, view=view)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "error"))[:60]
+            log.warning("the pull form did not open: %s", error)
+            if respond is not None:  # e.g. expired_trigger_id: Slack gives 3 s to open it
+                await send_response(respond, blockkit.plain(
+                    f"Slack did not open the pull form ({error}). Run /pull again, or type the image: "
+                    "/pull NAME[:TAG]."), response_type="ephemeral")
+
+    # -- what was chosen so far
+
+    def remember(self, view_id: str, field: str, value: str) -> None:
+        if not view_id:
+            return
+        chosen = self._chosen.setdefault(view_id, {})
+        chosen[field] = value
+        self._chosen.move_to_end(view_id)
+        while len(self._chosen) > VIEWS_KEPT:
+            self._chosen.popitem(last=False)
+
+    def chosen(self, view: dict, field: str, action: str) -> str:
+        """A field's value: the view's state as Slack sent it, else what a
+        dispatched choice told us."""
+        value = _selected(((view or {}).get("state") or {}).get("values") or {}, views.BLOCKS[field], action)
+        return value or self._chosen.get((view or {}).get("id", ""), {}).get(field, "")
+
+    # -- suggestions
+
+    async def _cached(self, key: tuple, make) -> pullform.Choices:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < CACHE_TTL:
+            return hit[1]
+        async with self._lookups:
+            found = await make()
+        if not found.note:  # a slow or failing registry is asked again next time
+            self._cache[key] = (time.monotonic(), found)
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return found
+
+    async def suggest(self, body: dict) -> dict:
+        """The options for one ``block_suggestion``: empty for someone without a role."""
+        user = body.get("user") or {}
+        actor = await self._actor(user.get("id", ""), user.get("username") or user.get("name", ""), "")
+        if self.services.access().role_of(actor) < access.Role.VIEWER:
+            return {"options": []}
+        action = body.get("action_id", "")
+        query = str(body.get("value") or "")[:MAX_QUERY]
+        view = body.get("view") or {}
+        services = self.services
+        registry = self.chosen(view, "registry", views.ACTION_REGISTRY) or pullform.default_registry(services)
+        if action == views.ACTION_REGISTRY:
+            known = tuple(login.registry for login in getattr(self.runtime.settings, "registry_logins", ()))
+            found = await self._cached(("registry", query.lower()), lambda: pullform.registries(
+                services, query, known=known, timeout=SUGGEST_TIMEOUT))
+        elif action == views.ACTION_REPOSITORY:
+            found = await self._cached(("repository", registry, query.lower()), lambda: pullform.repositories(
+                services, actor, registry, query, no_search=self.no_search, timeout=SUGGEST_TIMEOUT))
+        elif action == views.ACTION_TAG:
+            repository = self.chosen(view, "repository", views.ACTION_REPOSITORY)
+            found = await self._cached(("tag", registry, repository, query.lower()), lambda: pullform.tags(
+                services, registry, repository, query, timeout=SUGGEST_TIMEOUT))
+        else:
+            found = pullform.Choices(())
+        return views.options(found)
+
+    # -- submission
+
+    async def submit(self, ack, body: dict, view: dict, client, request) -> None:
+        values = ((view or {}).get("state") or {}).get("values") or {}
+        fields = {"registry": _selected(values, views.BLOCKS["registry"], views.ACTION_REGISTRY),
+                  "repository": _selected(values, views.BLOCKS["repository"], views.ACTION_REPOSITORY),
+                  "tag": _selected(values, views.BLOCKS["tag"], views.ACTION_TAG),
+                  "platform": _selected(values, views.BLOCKS["platform"], views.ACTION_PLATFORM)}
+        channel = _selected(values, views.BLOCKS["channel"], views.ACTION_CHANNEL)
+        line, errors = pullform.pull_line(**fields)
+        if not _CONVERSATION.fullmatch(channel or ""):
+            errors["channel"] = "Choose the conversation where the progress is posted."
+        if errors:
+            await ack(response_action="errors",
+                      errors={views.BLOCKS[k]: blockkit.clip(v, 1000) for k, v in errors.items()})
+            return
+        user = body.get("user") or {}
+        actor = await self._actor(user.get("id", ""), user.get("username") or user.get("name", ""), channel)
+        denial = self.denial(actor)
+        if denial is not None:
+            await ack(response_action="errors",
+                      errors={views.BLOCKS["repository"]: blockkit.clip(f"{denial.message} {denial.hint}", 1000)})
+            async with self.runtime.job():
+                await self.runtime.dispatch(line, actor)  # the refusal is audited like a typed /pull's
+            return
+        await ack()  # closes the form; the pull is announced in the channel
+        response_url = next((r.get("response_url") for r in body.get("response_urls") or ()
+                             if r.get("block_id") == views.BLOCKS["channel"] and r.get("channel_id") == channel), None)
+        respond = self.runtime.responder(response_url)
+        async with self.runtime.job(respond if response_url else None):
+            key = "view:" + ((view or {}).get("id") or body_key(body))
+            if not await self.runtime.first_delivery(key, request.headers, durable=True):
+                return
+            await self.runtime.run(line, actor, channel=channel, respond=respond, client=client)
+
+
+def register(app, services: Services, settings: Settings, *, runtime: SlackRuntime) -> PullForms:
+    forms = PullForms(runtime)
+    runtime.pull_forms = forms
+
+    async def on_suggestion(ack, body: dict) -> None:
+        try:
+            found = await asyncio.wait_for(forms.suggest(body), SUGGEST_TIMEOUT + 0.5)
+        except asyncio.TimeoutError:
+            found = {"options": []}
+        except Exception:  # noqa: BLE001 - a bug: logged, and the menu simply offers nothing
+            log.exception("suggestions for %s failed", str(body.get("action_id"))[:60])
+            found = {"options": []}
+        await ack(**found)
+
+    async def on_choice(ack, body: dict, action: dict) -> None:
+        await ack()
+        field = "registry" if action.get("action_id") == views.ACTION_REGISTRY else "repository"
+        value = ((action.get("selected_option") or {}).get("value") or "")[:MAX_QUERY]
+        forms.remember(((body.get("view") or {}).get("id") or ""), field, value)
+
+    async def on_submit(ack, body: dict, view: dict, client, request) -> None:
+        try:
+            await forms.submit(ack, body, view, client, request)
+        except DockhandError as exc:  # a parse the checks above let through: say it on the form
+            with contextlib.suppress(Exception):
+                await ack(response_action="errors", errors={views.BLOCKS["repository"]: exc.message[:1000]})
+
+    for action in (views.ACTION_REGISTRY, views.ACTION_REPOSITORY, views.ACTION_TAG):
+        app.options(action)(on_suggestion)
+    app.action(views.ACTION_REGISTRY)(on_choice)
+    app.action(views.ACTION_REPOSITORY)(on_choice)
+    app.view(views.PULL_CALLBACK)(on_submit)
+    return forms
