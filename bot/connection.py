@@ -202,6 +202,19 @@ class EngineTarget:
 
             raise NoValidConnectionsError({(host, port or 22): exc}) from exc
 
+    def api_client(self, *, version: str, timeout: float, **extra):
+        """A ``docker.APIClient`` for this target at a known API ``version``
+        (no negotiation). With TLS, requests' environment is not trusted:
+        ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` would replace the CA given
+        (requests #3829) and an HTTP proxy would see the engine's traffic; the
+        docker CLI's TLS transport uses neither."""
+        import docker
+
+        api = docker.APIClient(**self.docker_py_kwargs(), version=version, timeout=timeout, **extra)
+        if self.tls is not None and self.scheme == "tcp":
+            api.trust_env = False
+        return api
+
     def connect(self, timeout: float, on_socket: Callable[[socket.socket], None] | None = None) -> socket.socket:
         """A connected socket to the engine (unix, TCP, or TLS over TCP).
         ``on_socket`` gets each socket as soon as it exists (the plain one,

@@ -173,15 +173,11 @@ def _target_of(docker_host: str) -> EngineTarget:
 
 
 def _api_client(target: EngineTarget, timeout: float) -> docker.APIClient:
-    """docker-py's client for ``target`` (asks the engine for its API version).
+    """docker-py's client for ``target``, at the API version the engine speaks.
 
-    With TLS, requests' environment is not trusted: ``REQUESTS_CA_BUNDLE`` /
-    ``CURL_CA_BUNDLE`` would replace the CA of DOCKER_CERT_PATH (requests
-    #3829) and an HTTP proxy would see the engine's traffic; the docker CLI's
-    TLS transport uses neither. docker-py negotiates the API version while
-    the client is built, before that can be set: a first client (no
-    negotiation) asks for the version, the second is built with it."""
-    kwargs = target.docker_py_kwargs()
+    docker-py negotiates the version while the client is built, before
+    ``trust_env`` can be turned off for TLS (:meth:`EngineTarget.api_client`):
+    so a first client asks for the version, and the client kept is built with it."""
     if target.tls is not None and not target.tls.verify:
         # DOCKER_TLS without DOCKER_TLS_VERIFY (said once at start-up): not a warning per request
         import urllib3
@@ -189,19 +185,16 @@ def _api_client(target: EngineTarget, timeout: float) -> docker.APIClient:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     if target.scheme == "ssh":
         target.probe_ssh(timeout)  # paramiko's own connect has no timeout
-    if "tls" not in kwargs:
-        return docker.APIClient(**kwargs, version="auto", timeout=timeout)
-    probe = docker.APIClient(**kwargs, version=docker.constants.DEFAULT_DOCKER_API_VERSION, timeout=timeout)
-    probe.trust_env = False
+    if target.tls is None:
+        return docker.APIClient(**target.docker_py_kwargs(), version="auto", timeout=timeout)
+    probe = target.api_client(version=docker.constants.DEFAULT_DOCKER_API_VERSION, timeout=timeout)
     try:
         version = probe.version(api_version=False)["ApiVersion"]
     except Exception as exc:  # worded as docker-py words a failed negotiation (see map_error)
         raise docker.errors.DockerException(f"Error while fetching server API version: {exc}") from exc
     finally:
         probe.close()
-    api = docker.APIClient(**kwargs, version=version, timeout=timeout)
-    api.trust_env = False
-    return api
+    return target.api_client(version=version, timeout=timeout)
 
 
 # --------------------------------------------------------------------------

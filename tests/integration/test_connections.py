@@ -110,6 +110,14 @@ def test_pull_and_batched_removal_over_tls(stack, tls_engine):
     assert stack.docker("image", "inspect", ref, check=False).returncode == 0  # the other engine untouched
 
 
+def test_docker_run_over_tls(stack, tls_engine, tls_image):
+    """`docker run` builds a client of its own for the container's life: with the same TLS."""
+    r = dockhand("shell", "-c", f"run {tls_image} echo hello-over-tls", env=env_for(stack, **tls_engine.env()))
+    assert r.returncode == 0, r.stderr
+    assert "hello-over-tls" in r.stdout
+    assert tls_engine.docker("ps", "-a", "-q").stdout.strip() == ""  # the container was removed
+
+
 def test_wrong_ca_is_one_line_and_a_failure(stack, tls_engine):
     r = dockhand("shell", "-c", "images", env=env_for(stack, **tls_engine.env(tls_engine.certs.wrong_ca)))
     assert r.returncode == 1 and r.stdout == ""
