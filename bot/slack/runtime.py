@@ -35,6 +35,7 @@ from .posting import ChannelPost, Message, send_response
 from handlers.argv import READ, WRITE
 from handlers.context import Actor, Emit, Services
 from handlers.dispatch import Command, effect_of, parse_command
+from handlers.engine_identity import engine_note
 from handlers.errors import DockhandError
 from handlers.replies import Reply, Status, error_reply
 
@@ -317,7 +318,8 @@ class SlackRuntime:
             return error_reply(line, f"Internal error, logged as {incident}.",
                                "This is a bug in Dockhand, not in your command: give the id to "
                                "whoever runs Dockhand (the details are in its log).").with_context(
-                                   self.host, getattr(self.services, "engine_version", ""))
+                                   self.host, getattr(self.services, "engine_version", ""),
+                                   engine_note(self.services))
 
     async def core(self, coro, op_id: str, actor: Actor) -> Reply:
         """Await a handlers.operations call; a bug becomes an incident reply."""
