@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -464,6 +465,22 @@ def test_two_checkouts_side_by_side_never_share_or_stop_each_other(stack, tmp_pa
         r = run(clones[0], "purge")
         assert r.returncode == 0 and f"removed {a}" in r.stderr and not os.path.exists(a)
         assert docker_version(pb)
+        # b's registry comes back on another port (its old one taken): the running dockerd's
+        # Docker Hub mirror follows it (config reloaded, engine not restarted)
+        from tests.conftest import stackmod
+
+        old = stackmod.load_state(pb)["registry"]
+        pid_before = engine_pid(pb)
+        stackmod.stop_pid(stackmod.read_pid(pb.registry_pid), pb.registry_config, "registry")
+        with socket.socket() as taken:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old port may be in TIME_WAIT
+            taken.bind(("127.0.0.1", int(old.rsplit(":", 1)[1])))
+            taken.listen()
+            r = run(clones[1], "up", "--no-seed")
+        assert r.returncode == 0, r.stderr
+        new = stackmod.load_state(pb)["registry"]
+        assert new != old and engine_pid(pb) == pid_before
+        assert stackmod.engine_mirrors(pb) == [f"http://{new}/"]
     finally:
         for clone, d in zip(clones, dirs):
             run(clone, "purge")
