@@ -1200,10 +1200,12 @@ This message shows that your installation appears to be working correctly.
 This is NOT Docker Hub's hello-world: it is a sample image that Dockhand's
 private test stack built offline (busybox inside) and serves from its local
 registry, the sample engine's Docker Hub mirror. To produce this message:
- 1. Dockhand asked the sample Docker Engine to run "hello-world".
- 2. The engine pulled "hello-world" from its mirror (no internet was used).
- 3. The engine created a container from that image, with no network, which
-    printed this message, and Dockhand removed the container afterwards.
+ 1. A client (Dockhand, or the docker CLI) asked the sample Docker Engine
+    to run "hello-world".
+ 2. The engine pulled "hello-world" from its Docker Hub mirror, the stack's
+    local registry (no internet was used).
+ 3. The engine created a container from that image, which printed this
+    message.
 
 On your own hosts, Dockhand manages the images of the engine at DOCKER_HOST.
 """
@@ -1227,9 +1229,11 @@ def ensure_mirror(p: Paths, st: dict) -> None:
     under the registry's name (a pull names them as Docker Hub's: hello-world:latest)."""
     reg = st["registry"]
     made = []
+    fingerprint = hashlib.sha256(json.dumps([MIRROR_IMAGES, MIRROR_ALIASES], sort_keys=True).encode()).hexdigest()[:16]
+    rebuild = (st.get("mirror") or {}).get("fingerprint") != fingerprint  # their content changed: push anew
     for name in mirror_refs():
         ref = f"{reg}/{name}"
-        if registry_digest(ref):
+        if registry_digest(ref) and not rebuild:
             continue
         source = MIRROR_ALIASES.get(name)
         if source:
@@ -1245,7 +1249,7 @@ def ensure_mirror(p: Paths, st: dict) -> None:
         made.append(name)
     local = [f"{reg}/{name}" for name in mirror_refs() if inspect_image(p, f"{reg}/{name}") is not None]
     rmi(p, *local)
-    st["mirror"] = {"registry": reg, "images": [n.split("/", 1)[1] for n in mirror_refs()]}
+    st["mirror"] = {"registry": reg, "images": [n.split("/", 1)[1] for n in mirror_refs()], "fingerprint": fingerprint}
     if made:
         say(f"Docker Hub mirror: pushed {', '.join(n.split('/', 1)[1] for n in made)}")
 
