@@ -366,7 +366,7 @@ def test_lifecycle_in_a_separate_stack_dir(stack):
         assert not os.path.exists(d)
 
 
-# --------------------------------------------------------------------------- the sample engine and its Docker Hub mirror
+# --------------------------------------------------------------------------- sample engine, Docker Hub mirror
 
 
 def test_engine_says_it_is_the_sample_engine_and_mirrors_docker_hub(stack, docker_client):

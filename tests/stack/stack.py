@@ -1484,7 +1484,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(AttributeError, ValueError):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `stack.py status | head` exits quietly
     p = Paths(args.dir or stack_dir())
-    handler = {"up": cmd_up, "down": cmd_down, "purge": cmd_purge, "env": cmd_env, "status": cmd_status, "seed": cmd_seed}[args.cmd]
+    handler = {"up": cmd_up, "down": cmd_down, "purge": cmd_purge, "env": cmd_env, "status": cmd_status,
+               "seed": cmd_seed}[args.cmd]
     try:
         return handler(p, args)
     except StackError as e:
