@@ -48,7 +48,9 @@ def test_help_and_version_answer_without_starting_an_engine():
     assert "Usage: scripts/run" in h.stdout and "usage: dockhand" in h.stdout
     v = scripts_run("--version", env=env)
     assert v.returncode == 0 and v.stdout.startswith("dockhand "), v.stdout + v.stderr
-    assert "sample" not in (h.stderr + v.stderr).lower()
+    a = scripts_run("audit", "verify", env=env)  # the audit log needs no engine either
+    assert a.returncode == 1 and "there is no audit log at" in a.stderr, a.stdout + a.stderr  # a fresh state dir
+    assert "sample" not in (h.stderr + v.stderr + a.stderr).lower()
     assert not os.path.exists(d)  # no stack was started, or even prepared
 
 
