@@ -67,6 +67,7 @@ def default_dir(root: str = REPO_ROOT) -> str:
 
 
 DEFAULT_DIR = default_dir()
+LEGACY_DIR = "/tmp/dockhand-stack"  # the one default every checkout shared before
 
 DEAD_PROXY = "http://127.0.0.1:9"
 NO_PROXY = "localhost,127.0.0.1"
@@ -1323,6 +1324,10 @@ def cmd_up(p: Paths, args) -> int:
             ensure_seeds(p, st)
             save_state(p, st)
     say(f"stack up in {time.monotonic() - t0:.1f}s: {p.docker_host}, registry {st['registry']}, index {st['index']}")
+    legacy = Paths(LEGACY_DIR)
+    if p.root != legacy.root and os.path.exists(legacy.state) and dockerd_pid(legacy):
+        say(f"note: the stack all checkouts used to share still runs in {LEGACY_DIR}; stop and delete it "
+            f"with: DOCKHAND_STACK_DIR={LEGACY_DIR} python3 {os.path.relpath(__file__)} purge")
     if not args.no_env_hint:
         print(f'# eval "$(python3 {os.path.relpath(__file__)} env)"')
     return 0
