@@ -83,3 +83,19 @@ def test_nothing_answers_and_no_docker_host_starts_the_sample_engine_and_says_so
     assert "# eval" not in r.stdout + r.stderr  # scripts/run already did it
     assert "REPOSITORY" in r.stdout and f"{stack.registry}/dockhand/busybox" in r.stdout
     assert SAMPLE_NOTE in r.stderr  # the reply itself says where it comes from
+
+
+def test_docker_host_from_dotenv_counts_as_set():
+    """dockhand reads .env in the checkout; so does scripts/run's choice of engine."""
+    dotenv = ROOT / ".env"
+    if dotenv.exists():
+        pytest.skip("this checkout has its own .env")
+    d = unused_stack_dir()
+    dotenv.write_text(f"DOCKER_HOST={NOWHERE}\n")
+    try:
+        r = scripts_run("shell", "-c", "images", env=run_env(DOCKHAND_STACK_DIR=d,
+                                                             DOCKHAND_DEFAULT_DOCKER_HOST="unix:///tmp/x.sock"))
+    finally:
+        dotenv.unlink()
+    assert r.returncode == 1 and f"no Docker Engine answers at DOCKER_HOST={NOWHERE}" in r.stderr, r.stderr
+    assert not os.path.exists(d)
