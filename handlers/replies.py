@@ -134,14 +134,17 @@ class Reply:
     # the mutating operation this reply is about, in the state it reached
     # (front ends keep their audit message in step with it)
     operation: Any = field(default=None, compare=False)
+    # what people must know about that engine, shown with the context line
+    # ("Dockhand's sample engine: ..."); empty for a real host
+    engine_note: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status is Status.OK
 
-    def with_context(self, host: str, engine_version: str) -> "Reply":
+    def with_context(self, host: str, engine_version: str, engine_note: str = "") -> "Reply":
         return Reply(self.command, self.parts, self.status, self.summary,
-                     self.actions, host, engine_version, dict(self.meta), self.operation)
+                     self.actions, host, engine_version, dict(self.meta), self.operation, engine_note)
 
     @property
     def confirmation(self) -> "Confirmation | None":

@@ -496,6 +496,8 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
         where.append("on " + code(reply.host, 300))
     if reply.engine_version:
         where.append("Docker Engine " + clip_escaped(reply.engine_version, 60))
+    if reply.engine_note:
+        where.append(":warning: " + clip_escaped(reply.engine_note, 200))
     if where:
         foot.append(_context(" · ".join(where)))
 

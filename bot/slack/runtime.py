@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,6 +36,8 @@ from .posting import ChannelPost, Message, send_response
 from handlers.argv import READ, WRITE
 from handlers.context import Actor, Emit, Services
 from handlers.dispatch import Command, effect_of, engine_preflight, parse_command
+from handlers import engine_identity
+from handlers.engine_identity import engine_note
 from handlers.errors import DockhandError
 from handlers.replies import Reply, Status, error_reply
 
@@ -317,7 +320,8 @@ class SlackRuntime:
             return error_reply(line, f"Internal error, logged as {incident}.",
                                "This is a bug in Dockhand, not in your command: give the id to "
                                "whoever runs Dockhand (the details are in its log).").with_context(
-                                   self.host, getattr(self.services, "engine_version", ""))
+                                   self.host, getattr(self.services, "engine_version", ""),
+                                   engine_note(self.services))
 
     async def core(self, coro, op_id: str, actor: Actor) -> Reply:
         """Await a handlers.operations call; a bug becomes an incident reply."""
@@ -342,6 +346,9 @@ class SlackRuntime:
         return self._render_now(reply, **kwargs)
 
     def _render_now(self, reply: Reply, **kwargs) -> Message:
+        note = engine_note(self.services)
+        if note and not reply.engine_note:  # announcements, progress, operation messages: the same engine
+            reply = dataclasses.replace(reply, engine_note=note)
         try:
             return blockkit.render(reply, **kwargs)
         except Exception:
@@ -396,9 +403,13 @@ class SlackRuntime:
         post = ChannelPost(client, channel, respond)
         first = Reply(command=line, parts=(), summary=f"{doing.split()[-1].capitalize()} {target} on {self.host}…",
                       host=self.host)
-        # The pull starts at once; the announcement goes when the channel's budget allows.
-        announced = asyncio.ensure_future(post.post(
-            await self.render(first, command=line, header=pulling, interactive=False)))
+        # The pull starts at once; the announcement goes when the channel's budget allows,
+        # saying which engine it is on (learnt once, bounded: engine_identity.py).
+        async def announce() -> bool:
+            await engine_identity.learn(self.services)
+            return await post.post(await self.render(first, command=line, header=pulling, interactive=False))
+
+        announced = asyncio.ensure_future(announce())
 
         async def announcement() -> Optional[ChannelPost]:
             """The channel message, once posted; None when neither the channel

@@ -72,6 +72,7 @@ async def test_read_only_commands_answer_ephemerally_with_a_share_button(slack_a
     assert reply.body["response_type"] == "ephemeral"
     assert re.search(expect, reply.text), reply.text[:2000]
     assert stack.docker_host in reply.text  # the context line names the target
+    assert "Dockhand's sample engine" in reply.text  # ...and says it is the sample engine (its label)
     assert [b["action_id"] for b in buttons(reply.body)].count("dockhand.share") == 1
     if command == "/search" and "limit 3" in text:
         assert len(re.findall(r"^\S+/?\S*\s{3,}.*\s\d+(\s+\[OK\])?$", reply.text, re.M)) <= 3
