@@ -504,8 +504,9 @@ def progress_bar(p: Progress) -> str:
     elapsed (``""`` when there is nothing to measure yet). Percent and a
     byte total show once every layer's size is known: before that the
     total still grows, and the bar counts finished layers."""
-    if not p.layers:
-        return f"elapsed {_elapsed(p.elapsed)}" if p.elapsed else ""
+    if not p.layers:  # a pull before the registry named its layers (a run has no elapsed)
+        return f"`{'░' * BAR_WIDTH}`  _waiting for the registry…_ · {_elapsed(p.elapsed)} elapsed" \
+            if p.elapsed else ""
     fraction = p.fraction()
     known = fraction is not None
     filled = round(BAR_WIDTH * (fraction if known else p.layers_done / len(p.layers)))
