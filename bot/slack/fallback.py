@@ -7,12 +7,21 @@ do not state), :func:`send` sends that fallback at once, and as a last resort
 the message's text alone. Each kind of refusal is logged once per process,
 with the shape of what was refused (block types, rows, columns, cell types,
 character counts), never its content: a list can hold what the log must not.
+
+A block type Slack refused is remembered for :data:`REMEMBER` seconds: in
+that time a message holding one goes straight out in its fallback shape, so
+a workspace that does not know ``data_table`` costs one refused call, not
+one per reply (a response_url takes only five messages, and every call
+spends the app's rate budget). Interim updates, which are never retried,
+use the same memory. One Dockhand process serves one workspace (one bot
+token), so the memory is the process's.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from typing import Awaitable, Callable
 
@@ -21,8 +30,53 @@ log = logging.getLogger("dockhand.slack")
 # Errors about the message itself: the same reply again in a simpler shape.
 BAD_MESSAGE = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long"})
 
+REMEMBER = 600.0  # seconds a refused block type is not tried again
+
 _logged: set[tuple[str, str]] = set()
+_refused: dict[str, float] = {}  # block type -> when Slack last refused a message holding it
 _lock = threading.Lock()
+
+
+def _types(blocks: list) -> set[str]:
+    return {b.get("type", "?") for b in blocks or [] if isinstance(b, dict)}
+
+
+def _fallback_types(message: dict) -> set[str]:
+    """Block types a message has that its fallback has not: the ones its fallback replaces."""
+    fallback = message.get("fallback")
+    return _types(message["blocks"]) - _types(fallback["blocks"]) if fallback else set()
+
+
+def remember(blocks: list, message: dict | None = None, *, now: float | None = None) -> None:
+    """Slack refused ``blocks``: remember the types a fallback can do without."""
+    kinds = _fallback_types(message) if message else set()
+    now = time.monotonic() if now is None else now
+    with _lock:
+        for kind in kinds & _types(blocks):
+            _refused[kind] = now
+
+
+def recently_refused(message: dict, *, now: float | None = None) -> bool:
+    """Did Slack refuse, in the last :data:`REMEMBER` s, a block type only
+    this message's fallback can do without?"""
+    kinds = _fallback_types(message)
+    if not kinds:
+        return False
+    now = time.monotonic() if now is None else now
+    with _lock:
+        return any(now - _refused.get(k, -REMEMBER - 1) <= REMEMBER for k in kinds)
+
+
+def forget() -> None:
+    """Forget every refusal (and that it was logged): a new start, as in tests."""
+    with _lock:
+        _refused.clear()
+        _logged.clear()
+
+
+def preferred(message: dict) -> dict:
+    """The shape to send first: the fallback while its blocks' types are refused."""
+    return message["fallback"] if recently_refused(message) else message
 
 
 def slack_error(exc: Exception) -> str:
@@ -40,6 +94,8 @@ def attempts(message: dict) -> list[dict]:
     out = [{"text": message["text"], "blocks": message["blocks"]}]
     fallback = message.get("fallback")
     if fallback:
+        if recently_refused(message):
+            out = []
         out.append({"text": fallback["text"], "blocks": fallback["blocks"]})
     out.append({"text": (fallback or message)["text"] or "(no text)", "blocks": []})
     return out
@@ -98,3 +154,4 @@ async def send(call: Callable[[str, list], Awaitable], message: dict, *, where: 
             if error not in BAD_MESSAGE or n == len(tries) - 1:
                 raise
             log_refusal(error, attempt["blocks"], where)
+            remember(attempt["blocks"], message)

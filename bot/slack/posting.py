@@ -64,6 +64,7 @@ class ChannelPost:
         if not self.ts:
             return
         client, channel, ts = self.client, self.channel, self.ts
+        message = fallback.preferred(message)  # never retried: not in a shape Slack just refused
         ratelimit.for_client(client).submit(
             "chat.update", lambda: client.chat_update(channel=channel, ts=ts, text=message["text"],
                                                       blocks=message["blocks"]),

@@ -237,19 +237,27 @@ def test_a_refused_table_goes_again_as_code_blocks_and_is_logged_once_by_shape(c
             raise Refused("invalid_blocks")
         return "ok"
 
-    fallback._logged.clear()
+    fallback.forget()
     with caplog.at_level(logging.DEBUG, logger="dockhand.slack"):
         assert asyncio.run(fallback.send(call, message, where="chat.postMessage")) == "ok"
+        # refused once: the next message with a data_table goes straight out as code blocks
+        assert fallback.preferred(message) == message["fallback"]
         assert asyncio.run(fallback.send(call, message, where="chat.postMessage")) == "ok"
-    assert sent[1] == message["fallback"]["blocks"] and len(sent) == 4
+    assert sent == [message["blocks"], message["fallback"]["blocks"], message["fallback"]["blocks"]]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     logged = warnings[0].getMessage()
     assert "invalid_blocks" in logged and "data_table(rows=6 cols=5 cells=raw_numberx10,raw_textx20" in logged
     assert "dockhand/t0000" not in logged and "MB" not in logged  # the shape, never the content
+    # ... for a while: then the table is tried again
+    later = 1e12
+    assert not fallback.recently_refused(message, now=later)
+    fallback.forget()
+    assert fallback.preferred(message) is message
 
 
 def test_other_failures_are_not_retried_and_text_is_the_last_resort():
+    fallback.forget()
     async def fails(text, blocks):
         raise Refused("channel_not_found")
 
@@ -265,6 +273,7 @@ def test_other_failures_are_not_retried_and_text_is_the_last_resort():
 
     assert asyncio.run(fallback.send(refuses_blocks, render(images_reply(2), native=True), where="x")) == "ok"
     assert sent[-1][1] == [] and sent[-1][0] == "2 images"
+    fallback.forget()
 
 
 # --- the progress bar -----------------------------------------------------------------
