@@ -710,6 +710,10 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
         if blocks is None:
             continue
         size = sum(block_chars(b) for b in blocks)
+        if part is table and nat is not None and (size > budget or len(blocks) > free_blocks):
+            # what else the message holds (a long menu) leaves the table too little room:
+            # the code-block shape, whose page shortens itself to fit
+            return fallback
         if not blocks or size > budget or len(blocks) > free_blocks:
             omitted += 1
             continue

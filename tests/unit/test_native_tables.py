@@ -329,3 +329,17 @@ def _code_lines(message: dict) -> list[str]:
         if text.startswith("```"):
             out += text[3:-3].strip("\n").split("\n")
     return out
+
+
+def test_a_table_the_rest_of_the_message_leaves_no_room_for_is_the_code_block_shape():
+    from handlers.replies import Action
+
+    rows = tuple((f"library/image-number-{i}", f"A fairly long description of image {i} that…", str(i), "")
+                 for i in range(100))
+    table = Table(("NAME", "DESCRIPTION", "STARS", "OFFICIAL"), rows,
+                  values=tuple((None, None, float(i), None) for i in range(100)))
+    menu = tuple(Action(r[0], f"docker pull 127.0.0.1:5000/{r[0]}", group="Pull an image…") for r in rows)
+    reply = Reply("docker search --limit 100 image", (table,), summary="100 results", actions=menu)
+    message = render(reply, native=True, share=True)
+    assert message == render(reply, share=True)  # never "1 more part did not fit"
+    assert "did not fit" not in str(message["blocks"]) and "library/image-number-0" in str(message["blocks"])

@@ -213,6 +213,8 @@ async def test_a_pull_shows_a_progress_bar_in_the_channel(slack_app, engine_serv
     updates = h.fake.api_calls("chat.update")
     progress, final = updates[:-1], updates[-1]
     assert len(progress) >= 3, "a pull of several seconds shows its progress"
+    gaps = [b.at - a.at for a, b in zip(progress, progress[1:])]
+    assert all(g >= 0.9 for g in gaps), gaps  # the bar moves at most about once a second (the rate budget)
     bar = re.compile(r"`[█░]{20}`  ((\*\d{1,3}%\*|_sizing layers…_) · layers \d+/\d+ · .*"
                      r"|_waiting for the registry…_) · \d+:\d\d elapsed")
     for update in progress:
