@@ -392,8 +392,13 @@ def _native_ok(table: Table) -> bool:
             and len(table.rows) >= 1)
 
 
+# Bidi overrides and isolates reorder what is shown ("exe.txt" shown as "txt.exe"):
+# in a table's plain-text cell, where text from outside is shown as is, they go.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
 def _raw_text(text: str) -> dict:
-    return {"type": "raw_text", "text": text or EMPTY_CELL}
+    return {"type": "raw_text", "text": _BIDI.sub(" ", text) or EMPTY_CELL}
 
 
 def _number(value) -> float | int | None:
@@ -430,7 +435,7 @@ class NativeTable:
                     # by value only when all its cells are); no value: 0
                     value = _number(table.value(r, i))
                     out.append({"type": "raw_number", "value": 0 if value is None else value,
-                                "text": shown or EMPTY_CELL})
+                                "text": _BIDI.sub(" ", shown) or EMPTY_CELL})
                 else:
                     out.append(_raw_text(shown))
                 chars += slen(out[-1]["text"])

@@ -147,6 +147,13 @@ def test_outside_text_is_raw_text_as_data_and_empty_cells_show_a_dash():
     assert "<!channel>" not in message["text"] and "&lt;!channel&gt;" in message["text"]
 
 
+def test_text_cannot_reorder_itself_in_a_cell():
+    rows = (("evil/\u202etxt.exe", "a\u2066b\u2069", "1", "x"),)
+    reply = Reply("docker search x", (Table(("NAME", "DESCRIPTION", "STARS", "OFFICIAL"), rows),))
+    [table] = data_tables(render(reply, native=True))
+    assert [c["text"] for c in table["rows"][1]] == ["evil/ txt.exe", "a b ", "1", "x"]
+
+
 def test_a_plans_cli_button_carries_the_operation_not_the_command():
     reply = Reply("rmi old:1", (Table(("IMAGE", "IMAGE ID", "WILL", "CONTAINERS", "FREES"),
                                       (("old:1", "abc", "untag", "-", "-"),),
