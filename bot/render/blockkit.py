@@ -745,12 +745,18 @@ def cli_message(text: str) -> dict:
     made (its summary line, then the CLI's text in a fence, escaped) as a
     section and code blocks."""
     before, fence, rest = text.partition(FENCE)
-    summary = _CONTROL.sub(" ", before).strip()
     lines = rest.rsplit(FENCE, 1)[0].strip("\n").split("\n") if fence else []
-    blocks = [_section(clip(summary, MAX_HEADER))] if summary else []
+    # It comes back in a click's payload: escaped again from scratch, whatever Slack did to it.
+    summary = clip_escaped(_CONTROL.sub(" ", _unescape(before)).strip(), MAX_HEADER)
+    blocks = [_section(summary)] if summary else []
     budget = MESSAGE_BUDGET - sum(block_chars(b) for b in blocks)
-    blocks += [_section(c) for c in _code_chunks([_clean(ln) for ln in lines], budget, MAX_BLOCKS - 1)]
+    blocks += [_section(c) for c in _code_chunks([clip_escaped(_clean(_unescape(ln)), MAX_LINE) for ln in lines],
+                                                   budget, MAX_BLOCKS - 1)]
     return {"text": clip(summary or "Dockhand", MAX_FALLBACK), "blocks": blocks or [_section("(empty)")]}
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _menus(actions: list) -> list[dict]:

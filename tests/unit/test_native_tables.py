@@ -167,6 +167,10 @@ def test_a_plans_cli_button_carries_the_operation_not_the_command():
     shown = blockkit.cli_message(message["text"])
     assert message_problems(shown) == []
     assert "old:1" in shown["blocks"][1]["text"]["text"] and shown["blocks"][1]["text"]["text"].startswith("```")
+    # text that comes back unescaped in a payload is escaped again: never a mention
+    sneaky = blockkit.cli_message("plan <!channel>\n```\nIMAGE  <@UBOSS> &amp; x\n```")
+    assert "<!channel>" not in str(sneaky) and "<@UBOSS>" not in str(sneaky)
+    assert "&lt;@UBOSS&gt; &amp; x" in sneaky["blocks"][1]["text"]["text"]
 
 
 @settings(max_examples=60, deadline=None)
