@@ -349,6 +349,7 @@ class SlackRuntime:
         note = engine_note(self.services)
         if note and not reply.engine_note:  # announcements, progress, operation messages: the same engine
             reply = dataclasses.replace(reply, engine_note=note)
+        kwargs.setdefault("native", self.settings.native_tables)  # lists as data_table blocks
         try:
             return blockkit.render(reply, **kwargs)
         except Exception:
@@ -517,7 +518,8 @@ class SlackRuntime:
         v, reply = rerun
         line = v["c"]
         header = f":eyes: {blockkit.mention(actor.id)} shared {blockkit.code(blockkit.shown_command(line))}"
-        message = await self.render(reply, page=v["p"], command=line, header=header, interactive=False)
+        message = await self.render(reply, page=v["p"], command=line, header=header, interactive=False,
+                                    cli=bool(v.get("v")))
         if not await ChannelPost(client, channel, respond).post(message):
             await send_response(respond, blockkit.plain(
                 "Dockhand could not post in this conversation. Invite it with /invite @Dockhand "
@@ -530,8 +532,44 @@ class SlackRuntime:
         v, reply = rerun
         changed = bool(v["f"]) and blockkit.table_fingerprint(reply) != v["f"]
         note = "The list changed since the previous page." if changed else ""
-        message = await self.render(reply, page=v["p"], command=v["c"], note=note, share=share)
+        message = await self.render(reply, page=v["p"], command=v["c"], note=note, share=share,
+                                    cli=bool(v.get("v")))
         await send_response(respond, message, replace_original=True)
+
+    async def cli_view(self, value: str, actor: Actor, *, message_text: str, respond, share: bool) -> None:
+        """"As the CLI prints it": the page of a native table as the CLI's text,
+        for the person who clicked (ephemeral, next to the table). A list is
+        read again for them (dispatch authorises it, like a page turn); a
+        plan (``{"op": …}``) is not re-planned: its message's own text is
+        the CLI's text, shown to a person the access policy lets read."""
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("op"), str):
+            from handlers import access
+
+            denial = access.authorise(self.services.access(), actor, READ, "viewing a plan")
+            if denial is not None:
+                await send_response(respond, blockkit.plain(f"{denial.message} {denial.hint}"),
+                                    response_type="ephemeral", replace_original=False)
+                return
+            if not message_text:
+                await send_response(respond, blockkit.plain("This message's text is not available: "
+                                                            "run the command again."),
+                                    response_type="ephemeral", replace_original=False)
+                return
+            await send_response(respond, blockkit.cli_message(message_text), response_type="ephemeral",
+                                replace_original=False)
+            return
+        rerun = await self._rerun(value, actor, respond)
+        if rerun is None:
+            return
+        v, reply = rerun
+        changed = bool(v["f"]) and blockkit.table_fingerprint(reply) != v["f"]
+        note = "The list changed since the table was shown." if changed else ""
+        message = await self.render(reply, page=v["p"], command=v["c"], note=note, share=share, cli=True)
+        await send_response(respond, message, response_type="ephemeral", replace_original=False)
 
 
 def _weight(reply: Reply) -> int:

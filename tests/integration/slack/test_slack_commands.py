@@ -82,7 +82,8 @@ async def test_in_channel_visibility_has_no_share_button(slack_app, engine_servi
     h = await slack_app(engine_services(), reply_visibility="in_channel")
     reply = await h.reply(await h.command("/images"))
     assert reply.body["response_type"] == "in_channel"
-    assert not buttons(reply.body)
+    # only the table's "As the CLI prints it" (each click answers the clicker alone)
+    assert [b["action_id"] for b in buttons(reply.body)] == ["dockhand.cli"]
 
 
 async def test_usage_error_is_a_clear_message_with_a_hint(slack_app, engine_services):
