@@ -102,7 +102,7 @@ class ComposeRun:
         self.healthcheck: dict = {}
 
     def flags(self, *, fast_health: bool = False) -> list[str]:
-        """The flags; `fast_health`: the health check every second, no start period (the test waits less)."""
+        """The flags; `fast_health`: the health check every second, a 1 s start period (0 would mean the image's)."""
         s = self.service
         out = ["--network", "none"]  # compose's default network is a bridge: never here
         for key, value in s.items():
@@ -122,6 +122,8 @@ class ComposeRun:
                     out += ["-v", f"{src}:{dst}"]
             elif key == "group_add":
                 out += [a for g in value for a in ("--group-add", str(g))]
+            elif key == "hostname":
+                out += ["--hostname", str(value)]
             elif key == "user":
                 out += ["--user", str(value)]
             elif key == "read_only":
@@ -142,7 +144,7 @@ class ComposeRun:
                 self.healthcheck = value
                 out += ["--health-interval", "1s" if fast_health else _duration(value["interval"]),
                         "--health-timeout", _duration(value["timeout"]),
-                        "--health-start-period", "0s" if fast_health else _duration(value["start_period"]),
+                        "--health-start-period", "1s" if fast_health else _duration(value["start_period"]),
                         "--health-retries", str(value["retries"])]  # fmt: skip
             elif key == "logging":
                 out += ["--log-driver", value["driver"]]
