@@ -29,6 +29,10 @@ from tests.integration.shell_helpers import table
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "image"
 SIGNING_SECRET = "dockhand-image-test-signing-secret"
+# The first test also waits for the image: debootstrap (about 1.5 min cold, once
+# per stack: the base stays in the engine, its tarball under <stack>/cache) and
+# the build (about 1 min).
+pytestmark = pytest.mark.timeout(900)
 
 
 def _version() -> str:
@@ -100,6 +104,8 @@ class ComposeRun:
         self.named_volumes = set((compose.get("volumes") or {}).keys())
         self.image, self.env_file = image, env_file
         self.healthcheck: dict = {}
+        self.restart = "no"
+        self.containers: list[str] = []  # removed (with their anonymous volumes) in teardown
 
     def flags(self, *, fast_health: bool = False) -> list[str]:
         """The flags; `fast_health`: the health check every second, a 1 s start period (0 would mean the image's)."""
@@ -165,12 +171,10 @@ def compose_run(compose, image, socket_path, socket_gid, tmp_path, stack):
     env_file.write_text("DOCKHAND_LOG_LEVEL=INFO\nDOCKHAND_HOST_LABEL=image-test\n", encoding="utf-8")
     volume = f"dockhand-test-state-{uuid.uuid4().hex[:8]}"
     run = ComposeRun(compose, image=image, socket=socket_path, gid=socket_gid, env_file=env_file, volume=volume)
-    containers: list[str] = []
-    run.containers = containers
     try:
         yield run
     finally:
-        for c in containers:
+        for c in run.containers:
             stack.docker("rm", "--force", "--volumes", c, check=False)
         stack.docker("volume", "rm", "--force", volume, check=False)
 
