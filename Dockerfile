@@ -30,8 +30,8 @@ RUN set -eu; \
 
 FROM ${BASE}
 ARG DOCKER_GID=999
-# A user of its own (uid 10001) in a group with the socket's GID; nothing else
-# in the image is writable by it but the state directory.
+# A user of its own (uid 10001) in a group with the socket's GID. It owns its home
+# and the state directory, nothing else (compose also makes the root read-only).
 RUN set -eu; \
     group="$(getent group "$DOCKER_GID" | cut -d: -f1)"; \
     if [ -z "$group" ]; then \
