@@ -17,6 +17,7 @@ import json
 import os
 import statistics
 import subprocess
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,8 +29,10 @@ sys.path.insert(0, str(ROOT))
 def stack_state() -> dict:
     subprocess.run([sys.executable, str(ROOT / "tests/stack/stack.py"), "up"], check=True,
                    stdout=subprocess.DEVNULL)
-    d = os.environ.get("DOCKHAND_STACK_DIR", "/tmp/dockhand-stack")
-    return json.loads(Path(d, "state.json").read_text())
+    env_out = subprocess.run([sys.executable, str(ROOT / "tests/stack/stack.py"), "env"], check=True,
+                             capture_output=True, text=True).stdout  # the checkout's own stack dir
+    d = next(line.split("=", 1)[1] for line in env_out.splitlines() if line.startswith("export DOCKHAND_STACK_DIR="))
+    return json.loads(Path(shlex.split(d)[0], "state.json").read_text())
 
 
 def timed(argv, env, runs):

@@ -56,6 +56,7 @@ class Settings:
     confirm_ttl: float = 600.0
     audit_channel: str = ""
     reply_visibility: str = "ephemeral"  # or "in_channel"
+    native_tables: bool = True  # lists as Slack data_table blocks (False: code blocks, as the CLI prints them)
     log_level: str = "INFO"
     # `docker run` smoke tests: time limit (s), memory (bytes), CPUs, processes
     run_timeout: float = 30.0
@@ -197,6 +198,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         problems.append(f"DOCKHAND_REPLY_VISIBILITY={visibility!r} must be 'ephemeral' or 'in_channel'")
         visibility = "ephemeral"
 
+    native_raw = env.get("DOCKHAND_NATIVE_TABLES", "").strip().lower() or "1"
+    native_tables = native_raw in ("1", "true", "yes", "on")
+    if native_raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        problems.append(f"DOCKHAND_NATIVE_TABLES={native_raw!r} must be 1 (lists as Slack tables) "
+                        "or 0 (code blocks, as the CLI prints them)")
+        native_tables = True
+
     log_level = env.get("DOCKHAND_LOG_LEVEL", "").strip().upper() or "INFO"
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"DOCKHAND_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR")
@@ -246,6 +254,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         confirm_ttl=_float(env, "DOCKHAND_CONFIRM_TTL", 600.0, problems),
         audit_channel=audit_channel,
         reply_visibility=visibility,
+        native_tables=native_tables,
         log_level=log_level,
         run_timeout=_float(env, "DOCKHAND_RUN_TIMEOUT", 30.0, problems),
         run_memory=_ram(env, "DOCKHAND_RUN_MEMORY", 256 * 1024 * 1024, problems),

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from bot.render.text import render, render_progress, safe
-from handlers import dispatch, operations
+from bot.render.text import context_note, render, render_progress, safe
+from handlers import dispatch, engine_identity, operations
 from handlers.context import Actor, Services
 from handlers.dispatch import with_context
 from handlers.errors import EngineError
@@ -85,10 +85,14 @@ async def run_once(services: Services, line: str, out=None, err=None, *, yes: bo
 
 
 def _print(reply: Reply, out, err) -> None:
-    """Errors go to stderr like the CLI's; everything else (tables, plans) to stdout."""
+    """Errors go to stderr like the CLI's; everything else (tables, plans) to stdout.
+    The engine's note (the sample engine) follows on stderr."""
     text = render(reply)
     if text:
         print(text, file=err if any(isinstance(p, ErrorPart) for p in reply.parts) else out, flush=True)
+    note = context_note(reply)
+    if note:
+        print(note, file=err, flush=True)
 
 
 async def _progress_printer(reply: Reply) -> None:
@@ -110,14 +114,19 @@ def interactive(services: Services, *, yes: bool = False) -> int:
         readline.set_history_length(1000)
     actor = shell_actor()
     host = services.host_label or services.engine.host
-    print(BANNER.format(host=host), flush=True)
     with asyncio.Runner() as runner:
         from bot.completion import install
         install(readline, services, runner)  # Tab completion; does nothing without readline
+        problem = None
         try:
             runner.run(services.engine.version())
         except EngineError as exc:
-            print(f"Warning: {exc.message}\nHint: {exc.hint}", file=sys.stderr, flush=True)
+            problem = exc
+        runner.run(engine_identity.learn(services))
+        note = engine_identity.engine_note(services)
+        print(BANNER.format(host=host) + (f"\n[{note}]" if note else ""), flush=True)
+        if problem is not None:
+            print(f"Warning: {problem.message}\nHint: {problem.hint}", file=sys.stderr, flush=True)
         for op in runner.run(operations.recover(services)):
             print(f"Warning: `{op.command}` was cut short when Dockhand stopped (audited as interrupted); "
                   "check the host with `docker images`.", file=sys.stderr, flush=True)

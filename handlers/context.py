@@ -45,6 +45,8 @@ class Services:
     catalog: RegistryCatalog | None = None  # v2 catalog and tag lists, for registries without search
     client_info: dict = field(default_factory=dict)  # Dockhand's side of `docker version`
     engine_version: str = ""  # learnt from the engine on first success, for context lines
+    # what the engine says it is (handlers/engine_identity.py: version, the sample engine's label)
+    engine_identity: dict = field(default_factory=dict)
     store: OperationStore | None = None  # pending confirmations, operations, deliveries seen
     audit: AuditSink | None = None  # the local audit log (hash-chained JSON Lines)
     policy: "Policy | None" = None  # roles, approvers, channels (None: the default policy)

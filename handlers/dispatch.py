@@ -12,12 +12,12 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from . import access, operations
+from . import access, engine_identity, operations
 from .argv import DESTRUCTIVE, READ, WRITE, CommandSpec, Parsed, command_help, parse_flags, quote_line, tokenize
 from .base import Call
 from .commands import _BY_PATH, MANAGEMENT, find_command, management_help, unknown_command
 from .context import Actor, Emit, Services
-from .errors import DockhandError, EngineError, UsageError
+from .errors import DockhandError, UsageError
 from .replies import Preformatted, Reply, error_reply
 from .system import short_version
 
@@ -264,10 +264,8 @@ def effect_of(text: str) -> str:
 
 
 async def with_context(reply: Reply, services: Services) -> Reply:
-    engine = services.engine
-    if not services.engine_version and reply.ok:
-        try:
-            services.engine_version = (await engine.version()).get("Version", "")
-        except EngineError:
-            pass
-    return reply.with_context(services.label, services.engine_version)
+    """The context line: which host answered, its engine's version, and a
+    note when that engine is Dockhand's sample engine (engine_identity.py)."""
+    await engine_identity.learn(services)
+    reply = engine_identity.fit_hints(reply, services)
+    return reply.with_context(services.label, services.engine_version, engine_identity.engine_note(services))

@@ -42,8 +42,8 @@ class EngineUnreachable(EngineError):
             msg += f" ({detail})"
         super().__init__(msg, hint if hint is not None else (
             f"Dockhand tried DOCKER_HOST={host}. Start the engine there, or point "
-            "DOCKER_HOST at a running one (for a private test engine: "
-            "`python tests/stack/stack.py up`, then `eval $(python tests/stack/stack.py env)`)."))
+            "DOCKER_HOST at a running one (`unix:///path/to/docker.sock`, `tcp://HOST:2376`), "
+            "then check it with `docker info`."))
         self.host = host
         self.detail = detail  # why, in words (the OS's reason, or what TLS or ssh said)
 

@@ -38,6 +38,18 @@ def _split_ref(ref: str) -> tuple[str, str, str]:
 def image_rows(images: list[ImageSummary], *, digests: bool, no_trunc: bool, now: float | None = None
                ) -> list[tuple[str, ...]]:
     """One row per repository:tag (and digest), exactly as docker/cli's image formatter."""
+    return [row for row, _ in image_entries(images, digests=digests, no_trunc=no_trunc, now=now)]
+
+
+def row_values(row: tuple[str, ...], img: ImageSummary) -> tuple[float | None, ...]:
+    """The real values behind an image row's words: CREATED (epoch seconds)
+    and SIZE (bytes) are the last two columns, with or without DIGEST."""
+    return (None,) * (len(row) - 2) + (float(img.created), float(img.size))
+
+
+def image_entries(images: list[ImageSummary], *, digests: bool, no_trunc: bool, now: float | None = None
+                  ) -> list[tuple[tuple[str, ...], ImageSummary]]:
+    """:func:`image_rows`, each row with the image it shows."""
     now = time.time() if now is None else now
     rows = []
     for img in images:
@@ -76,15 +88,17 @@ def image_rows(images: list[ImageSummary], *, digests: bool, no_trunc: bool, now
                     entries.append((repo, "<none>", ""))
         for repo, tag, dg in entries:
             if digests:
-                rows.append((repo, tag, dg, ident, created, size))
+                rows.append(((repo, tag, dg, ident, created, size), img))
             else:
-                rows.append((repo, tag, ident, created, size))
+                rows.append(((repo, tag, ident, created, size), img))
     return rows
 
 
-async def listed_rows(engine, parsed) -> tuple[list[ImageSummary], list[tuple[str, ...]], int]:
+async def listed_rows(engine, parsed, *, values: list | None = None
+                      ) -> tuple[list[ImageSummary], list[tuple[str, ...]], int]:
     """The images ``docker images`` with these options lists: (images, rows,
-    index of the IMAGE ID column). Also what rmi's ``$(docker images -q)`` expands to."""
+    index of the IMAGE ID column). Also what rmi's ``$(docker images -q)`` expands to.
+    ``values``: a list that receives each row's real values (:func:`row_values`)."""
     o = parsed.opts
     filters = parse_filters(o["filter"], LIST_FILTERS, "docker images")
     bool_filter(filters, "dangling")
@@ -98,13 +112,16 @@ async def listed_rows(engine, parsed) -> tuple[list[ImageSummary], list[tuple[st
         filters.setdefault("reference", []).append(parsed.args[0])
     images = await engine.list_images(all=o["all"], filters=filters)
     # -q shows full IDs only with --no-trunc; rmi gets exactly what the CLI would pass it
-    rows = image_rows(images, digests=o["digests"], no_trunc=o["no_trunc"])
-    return images, rows, 3 if o["digests"] else 2
+    entries = image_entries(images, digests=o["digests"], no_trunc=o["no_trunc"])
+    if values is not None:
+        values.extend(row_values(row, img) for row, img in entries)
+    return images, [row for row, _ in entries], 3 if o["digests"] else 2
 
 
 async def list_images(call: Call):
     o = call.opts
-    images, rows, id_col = await listed_rows(call.engine, call.parsed)
+    values: list[tuple[float | None, ...]] = []
+    images, rows, id_col = await listed_rows(call.engine, call.parsed, values=values)
     if o["quiet"]:
         # One ID per row, as docker/cli prints them: an image with several tags
         # shows its ID several times (checked against CLI 20.10 and 28.2).
@@ -113,7 +130,7 @@ async def list_images(call: Call):
     columns = (("REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE") if o["digests"]
                else ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"))
     n = len(images)
-    return call.reply(Table(columns, tuple(rows)),
+    return call.reply(Table(columns, tuple(rows), values=tuple(values)),
                       summary=f"{n} image{'s' if n != 1 else ''}, {len(rows)} row{'s' if len(rows) != 1 else ''}")
 
 

@@ -99,14 +99,20 @@ async def denied(call: Call, denial: Denial) -> Reply:
 # destructive: plan, then ask
 
 
+def _frees(item) -> bool:
+    return bool(item.deleted and not item.refusal)
+
+
 def plan_parts(plan: Plan) -> tuple:
     rows = tuple((item.arg, truncate_id(item.image_id) if item.image_id else "-", item.summary(),
-                  ", ".join(item.containers) or "-", human_size(item.freed) if item.deleted and not item.refusal
-                  else "-") for item in plan.items)
+                  ", ".join(item.containers) or "-", human_size(item.freed) if _frees(item) else "-")
+                 for item in plan.items)
+    # FREES sorts by the bytes freed ("-": nothing freed, 0)
+    values = tuple((None, None, None, None, float(item.freed) if _frees(item) else 0.0) for item in plan.items)
     parts: list = []
     if plan.note:
         parts.append(Notice(plan.note))
-    parts.append(Table(PLAN_COLUMNS, rows))
+    parts.append(Table(PLAN_COLUMNS, rows, values=values))
     parts.append(Notice(plan.headline()))
     return tuple(parts)
 

@@ -13,7 +13,7 @@ from . import refs
 from .argv import WRITE, CommandSpec, Flag
 from .base import Call
 from .errors import EngineError, InvalidArgument, InvalidReference, UsageError
-from .replies import ErrorPart, LayerProgress, Preformatted, Progress, Status
+from .replies import LAYER_DOWNLOADED, ErrorPart, LayerProgress, Preformatted, Progress, Status
 
 EMIT_INTERVAL = 1.0  # seconds between interim progress replies (Slack: ~1 chat.update/s)
 
@@ -100,11 +100,26 @@ async def pull(call: Call):
         return call.reply(*parts, status=Status.FAILED, summary=exc.message.splitlines()[0] if exc.message else "failed")
 
 
+def _layer(before: LayerProgress | None, ev) -> LayerProgress:
+    """A layer's new state from an engine event, keeping what the transfer
+    has done: its download size (the ``Downloading`` total) and the bytes
+    received, all of them once the download is over."""
+    size = before.size if before else 0
+    downloaded = before.downloaded if before else 0
+    if ev.status == "Downloading" and ev.total:
+        size = max(size, ev.total)
+        downloaded = max(downloaded, min(ev.current, ev.total))
+    elif ev.status in LAYER_DOWNLOADED and ev.status != "Already exists":
+        downloaded = size
+    return LayerProgress(ev.id, ev.status, ev.current, ev.total, size=size, downloaded=downloaded)
+
+
 async def _stream(call: Call, ref: refs.Reference, tag: str, lines: list[str]):
     layers: dict[str, LayerProgress] = {}
     statuses: list[str] = []
     title = f"Pulling {ref.familiar()}"
     last_emit = 0.0
+    started = time.monotonic()
     stream_error = ""
     # one engine pull per image per host: a request for a pull already running joins it
     platform = call.opts.get("platform") or ""
@@ -116,12 +131,13 @@ async def _stream(call: Call, ref: refs.Reference, tag: str, lines: list[str]):
             stream_error = ev.error
             continue
         if ev.id and not ev.status.startswith("Pulling from "):
-            layers[ev.id] = LayerProgress(ev.id, ev.status, ev.current, ev.total)
+            layers[ev.id] = _layer(layers.get(ev.id), ev)
         elif ev.status:
             statuses.append(f"{ev.id}: {ev.status}" if ev.id else ev.status)
         if call.emit and time.monotonic() - last_emit >= EMIT_INTERVAL:
             last_emit = time.monotonic()
-            await call.emit(call.reply(Progress(title, tuple(layers.values()), statuses[-1] if statuses else "")))
+            await call.emit(call.reply(Progress(title, tuple(layers.values()), statuses[-1] if statuses else "",
+                                                elapsed=time.monotonic() - started)))
     if stream_error:  # an engine that reported the error but raised nothing
         raise EngineError(stream_error)
     final = str(ref)

@@ -31,11 +31,28 @@ class Table:
     """Rows under CLI-style column headers (``REPOSITORY TAG IMAGE ID ...``).
 
     ``headerless`` tables (``docker images -q``) print rows only.
+
+    ``values``: the real quantity behind a cell the CLI shows in words, so a
+    front end can sort by it: one tuple per row, one entry per column, a
+    number (bytes for SIZE, epoch seconds for CREATED, a count for STARS) or
+    None where the cell has none. Empty when no column has any. The words in
+    ``rows`` stay what is shown; ``values`` never changes them.
     """
 
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     headerless: bool = False
+    values: tuple[tuple[float | None, ...], ...] = field(default=(), compare=False)
+
+    def value(self, row: int, column: int) -> float | None:
+        """The real value behind cell (row, column), or None."""
+        if row < len(self.values) and column < len(self.values[row]):
+            return self.values[row][column]
+        return None
+
+    def numeric_columns(self) -> frozenset[int]:
+        """Columns that carry a real value in at least one row."""
+        return frozenset(i for vals in self.values for i, v in enumerate(vals) if v is not None)
 
     def fingerprint(self) -> str:
         """A short digest of the rows: lets a paginator tell the list changed.
@@ -72,22 +89,68 @@ class ErrorPart:
     hint: str = ""
 
 
+# A layer in one of these states is on the host: nothing more to fetch or unpack.
+LAYER_DONE = frozenset({"Pull complete", "Already exists"})
+# ... and in one of these its download is over (what follows is checking and unpacking).
+LAYER_DOWNLOADED = LAYER_DONE | frozenset({"Download complete", "Verifying Checksum", "Extracting"})
+
+
 @dataclass(frozen=True)
 class LayerProgress:
+    """One layer of a pull as the engine last reported it (``current``/``total``:
+    that step's own progress, as the CLI prints it), plus what the transfer
+    has done so far: ``size`` (its download size, once the engine said it)
+    and ``downloaded`` (bytes of it received)."""
+
     id: str
     status: str
     current: int = 0
     total: int = 0
+    size: int = 0
+    downloaded: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.status in LAYER_DONE
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Live state of a long operation (a pull): one line per layer plus a status."""
+    """Live state of a long operation (a pull): one line per layer plus a
+    status, and how long it has run (``elapsed``, seconds)."""
 
     title: str
     layers: tuple[LayerProgress, ...] = ()
     status: str = ""
     done: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def layers_done(self) -> int:
+        return sum(1 for layer in self.layers if layer.done)
+
+    @property
+    def bytes_done(self) -> int:
+        return sum(layer.downloaded for layer in self.layers)
+
+    @property
+    def bytes_total(self) -> int:
+        """Bytes to download as far as known (layers not started yet add theirs later)."""
+        return sum(layer.size for layer in self.layers)
+
+    @property
+    def sizes_known(self) -> bool:
+        """Every layer's download size is known (or it needs none): the total is final."""
+        return all(layer.size or layer.done for layer in self.layers)
+
+    def fraction(self) -> float | None:
+        """How far along, 0..1, by bytes: known once every layer's size is
+        (before that a figure would jump back as sizes arrive): None."""
+        if self.done or (self.layers and self.layers_done == len(self.layers)):
+            return 1.0
+        if self.layers and self.sizes_known and self.bytes_total:
+            return min(1.0, self.bytes_done / self.bytes_total)
+        return None
 
 
 @dataclass(frozen=True)
@@ -134,14 +197,17 @@ class Reply:
     # the mutating operation this reply is about, in the state it reached
     # (front ends keep their audit message in step with it)
     operation: Any = field(default=None, compare=False)
+    # what people must know about that engine, shown with the context line
+    # ("Dockhand's sample engine: ..."); empty for a real host
+    engine_note: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status is Status.OK
 
-    def with_context(self, host: str, engine_version: str) -> "Reply":
+    def with_context(self, host: str, engine_version: str, engine_note: str = "") -> "Reply":
         return Reply(self.command, self.parts, self.status, self.summary,
-                     self.actions, host, engine_version, dict(self.meta), self.operation)
+                     self.actions, host, engine_version, dict(self.meta), self.operation, engine_note)
 
     @property
     def confirmation(self) -> "Confirmation | None":

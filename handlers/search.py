@@ -52,7 +52,7 @@ async def search(call: Call):
             raise
         return await _from_catalog(call, term, limit=limit, filters=filters)
     results = sorted(results, key=lambda r: -r.star_count)
-    rows = []
+    rows, values = [], []
     pulls = []
     registry = term.split("/", 1)[0] if _names_registry(term) else ""  # the index the results come from
     for r in results:
@@ -63,7 +63,8 @@ async def search(call: Call):
         if not o["no_trunc"]:
             desc = ellipsis(desc, 45)
         rows.append((r.name, desc, str(r.star_count), "[OK]" if r.is_official else ""))
-    return call.reply(Table(("NAME", "DESCRIPTION", "STARS", "OFFICIAL"), tuple(rows)),
+        values.append((None, None, float(r.star_count), None))
+    return call.reply(Table(("NAME", "DESCRIPTION", "STARS", "OFFICIAL"), tuple(rows), values=tuple(values)),
                       summary=f"{len(rows)} result{'s' if len(rows) != 1 else ''} for {call.args[0]!r}",
                       actions=pulls)
 

@@ -21,6 +21,24 @@ rows per page depend only on the table (its widest row), never on the other
 parts, so "page 3" means the same rows each time the same list is rendered.
 Previous/Next buttons carry ``{"c": command, "p": page, "f": fingerprint}``
 (see :func:`page_value`); the Slack front end re-runs ``c`` on a click.
+
+**Native tables** (``render(..., native=True)``): the first table of a reply
+goes out as a ``data_table`` block (Slack sorts, filters and paginates it),
+built to the block's reference: a required ``caption``; ``page_size`` 1-100;
+2-101 rows, the header first; 1-20 columns, every row the same length;
+cells ``raw_text`` (``text``, at least one character) or ``raw_number``
+(``value``, a number, and ``text``, what is shown); header cells never
+``rich_text``; at most 10,000 characters across all cells of the table (and
+of all tables of a message). Outside text only ever goes in ``raw_text``
+(plain text: no formatting, links or mentions), never in ``rich_text``.
+Columns with real values (:attr:`Table.values`: bytes, epoch seconds,
+counts) are ``raw_number`` cells showing the CLI's words, so they sort by
+value. A table one block can hold is one page; a longer one keeps the code
+layout's pages (so a page number means the same rows in both shapes) and
+the page buttons around the block. Such a message carries ``"fallback"``:
+the same reply in the code-block shape, which ``bot.slack.posting`` sends
+when Slack refuses the blocks; its ``text`` (notifications) is the CLI's
+text of the page, and an **As the CLI prints it** button shows that text.
 """
 
 from __future__ import annotations
@@ -53,6 +71,14 @@ MESSAGE_BUDGET = 10_000
 # The plain ``text`` fallback (notifications, clients without blocks).
 MAX_FALLBACK = 3000
 
+# data_table (Block Kit reference, "Data table block"): header + 1..100 rows,
+# 1..20 columns, page_size 1..100, 10,000 characters across all cells of a
+# table and of a message.
+DATA_TABLE_MAX_ROWS = 100  # rows under the header
+DATA_TABLE_MAX_COLUMNS = 20
+DATA_TABLE_MAX_CHARS = 10_000
+DATA_TABLE_MAX_PAGE_SIZE = 100
+
 # --- Dockhand's layout choices ----------------------------------------------
 # Shares of MESSAGE_BUDGET, so that whatever the reply the parts keep room:
 MAX_HEADER = 1000  # the caller's header line
@@ -65,12 +91,18 @@ LINE_TARGET = 180  # cells of the widest columns are cut until a row fits this
 MIN_CELL = 16  # ... but no column is cut below this many characters
 MAX_LINE = 1000  # hard cap of any line inside a code block (escaped)
 FENCE = "```"
+NATIVE_CELL_BUDGET = 7000  # characters of cells one data_table may use (< 10,000, and room for the rest)
+NATIVE_PAGE_SIZE = 10  # rows Slack shows per page of a data_table (a phone screen)
+MAX_CAPTION = 200  # a data_table's caption (no limit documented: kept short)
+MAX_NATIVE_TEXT = 12_000  # the notification text of a native table message (the CLI's text of the page)
+EMPTY_CELL = "-"  # raw_text needs a character: an empty cell (not official, no tag) shows this
 
 ACTION_PREV = "dockhand.page.prev"
 ACTION_NEXT = "dockhand.page.next"
 ACTION_SHARE = "dockhand.share"
 ACTION_RUN_PREFIX = "dockhand.run."
 ACTION_MENU_PREFIX = "dockhand.menu."
+ACTION_CLI = "dockhand.cli"  # "As the CLI prints it"
 ACTION_CONFIRM = "dockhand.confirm"
 ACTION_CANCEL = "dockhand.cancel"
 
@@ -155,10 +187,13 @@ def _clean(text: str) -> str:
     return _CONTROL.sub(" ", text).replace("\t", "    ").replace(FENCE, "`\u200b`\u200b`")
 
 
-def page_value(command: str, page: int, fingerprint: str = "") -> str:
+def page_value(command: str, page: int, fingerprint: str = "", *, cli: bool = False) -> str:
+    """A page/share/CLI button's value; ``cli``: the page as the CLI prints it."""
     value = {"c": command, "p": page}
     if fingerprint:
         value["f"] = fingerprint
+    if cli:
+        value["v"] = "cli"
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -177,7 +212,10 @@ def parse_value(value: str) -> dict:
     fp = data.get("f", "")
     if not isinstance(fp, str):
         raise ValueError("bad fingerprint")
-    return {"c": data["c"], "p": page, "f": fp}
+    view = data.get("v", "")
+    if view not in ("", "cli"):
+        raise ValueError("bad view")
+    return {"c": data["c"], "p": page, "f": fp, **({"v": view} if view else {})}
 
 
 def _section(text: str) -> dict:
@@ -298,6 +336,7 @@ class TableLayout:
         cut = Table(tuple(clip(c, caps[i]) for i, c in enumerate(cols)),
                     tuple(tuple(clip(c, caps[i]) for i, c in enumerate(r)) for r in rows),
                     table.headerless)
+        self.cells = cut  # the words shown, cut like the code block's (a native table shows the same)
         if table.headerless and len(cols) == 1:
             self.header = None
             self.lines = [clip_escaped(r[0], MAX_LINE) for r in cut.rows]
@@ -345,6 +384,108 @@ def page_count(reply: Reply) -> int:
     return TableLayout(table).pages if table is not None else 1
 
 
+# --- native tables (data_table) ----------------------------------------------
+
+def _native_ok(table: Table) -> bool:
+    """Can this table be a data_table at all? (A header, 1-20 columns, a row.)"""
+    return (not table.headerless and 1 <= len(table.columns) <= DATA_TABLE_MAX_COLUMNS
+            and len(table.rows) >= 1)
+
+
+# Bidi overrides and isolates reorder what is shown ("exe.txt" shown as "txt.exe"):
+# in a table's plain-text cell, where text from outside is shown as is, they go.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def _raw_text(text: str) -> dict:
+    return {"type": "raw_text", "text": _BIDI.sub(" ", text) or EMPTY_CELL}
+
+
+def _number(value) -> float | int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(value):
+        return None
+    return int(value) if value.is_integer() and abs(value) < 2 ** 53 else value
+
+
+class NativeTable:
+    """A table's rows as data_table cells, and how it pages.
+
+    One block when every row fits it (at most 100 rows, cells within
+    :data:`NATIVE_CELL_BUDGET`); otherwise the code layout's pages, so a page
+    number (buttons, the code-block fallback) means the same rows."""
+
+    def __init__(self, layout: TableLayout):
+        self.layout = layout
+        table, cells = layout.table, layout.cells
+        self.numeric = table.numeric_columns()
+        self.header = [_raw_text(c) for c in cells.columns]
+        self.rows: list[list[dict]] = []
+        chars = sum(slen(c["text"]) for c in self.header)
+        for r, row in enumerate(cells.rows):
+            out = []
+            for i, shown in enumerate(row):
+                if i in self.numeric:
+                    # every cell of a numeric column is raw_number (Slack sorts a column
+                    # by value only when all its cells are); no value: 0
+                    value = _number(table.value(r, i))
+                    out.append({"type": "raw_number", "value": 0 if value is None else value,
+                                "text": _BIDI.sub(" ", shown) or EMPTY_CELL})
+                else:
+                    out.append(_raw_text(shown))
+                chars += slen(out[-1]["text"])
+            self.rows.append(out)
+        self.one_block = len(self.rows) <= DATA_TABLE_MAX_ROWS and chars <= NATIVE_CELL_BUDGET
+
+    @property
+    def rows_per_page(self) -> int:
+        return max(1, len(self.rows)) if self.one_block else self.layout.rows_per_page
+
+    @property
+    def pages(self) -> int:
+        return 1 if self.one_block else self.layout.pages
+
+    def span(self, page: int) -> tuple[int, int]:
+        start = page * self.rows_per_page
+        return start, min(len(self.rows), start + self.rows_per_page)
+
+    def block(self, page: int, caption: str) -> dict:
+        start, end = self.span(page)
+        body = self.rows[start:end]
+        return {"type": "data_table", "caption": clip(caption, MAX_CAPTION) or "Dockhand",
+                "page_size": max(1, min(NATIVE_PAGE_SIZE, len(body), DATA_TABLE_MAX_PAGE_SIZE)),
+                "rows": [self.header] + body}
+
+    def cli_text(self, page: int, budget: int) -> str:
+        """The page as the CLI prints it (escaped), in a code fence, within ``budget``."""
+        start, end = self.span(page)
+        lines = ([self.layout.header] if self.layout.header else []) + self.layout.lines[start:end]
+        out, used = [], 2 * len(FENCE) + 2 + 40
+        for n, line in enumerate(lines):
+            if used + slen(line) + 1 > budget:
+                out.append(f"… {len(lines) - n:,} more rows")
+                break
+            out.append(line)
+            used += slen(line) + 1
+        return f"{FENCE}\n" + "\n".join(out) + f"\n{FENCE}"
+
+
+def _caption(reply: Reply, command: str, native: NativeTable, page: int) -> str:
+    """What the table is, for the caption (screen readers, the table's title)."""
+    what = shown_command(command) if command else "Dockhand"
+    where = f" on {reply.host}" if reply.host else ""
+    total = len(native.rows)
+    if native.pages > 1:
+        start, end = native.span(page)
+        return _clean(f"{what}{where}: rows {start + 1:,}-{end:,} of {total:,}").replace("\n", " ")
+    return _clean(f"{what}{where}: {total:,} row{'s' if total != 1 else ''}").replace("\n", " ")
+
+
 # --- other parts ------------------------------------------------------------
 
 def _bar(current: int, total: int, width: int = 20) -> str:
@@ -352,6 +493,36 @@ def _bar(current: int, total: int, width: int = 20) -> str:
         return ""
     done = min(width, int(width * current / total))
     return "[" + "=" * max(0, done - 1) + (">" if done else "") + " " * (width - done) + "]"
+
+
+BAR_WIDTH = 20
+
+
+def _elapsed(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def progress_bar(p: Progress) -> str:
+    """One line a person reads at a glance: a bar, percent, layers, bytes,
+    elapsed (``""`` when there is nothing to measure yet). Percent and a
+    byte total show once every layer's size is known: before that the
+    total still grows, and the bar counts finished layers."""
+    if not p.layers:  # a pull before the registry named its layers (a run has no elapsed)
+        return f"`{'░' * BAR_WIDTH}`  _waiting for the registry…_ · {_elapsed(p.elapsed)} elapsed" \
+            if p.elapsed else ""
+    fraction = p.fraction()
+    known = fraction is not None
+    filled = round(BAR_WIDTH * (fraction if known else p.layers_done / len(p.layers)))
+    bar = "`" + "█" * filled + "░" * (BAR_WIDTH - filled) + "`"
+    bits = [f"*{int(fraction * 100)}%*" if known else "_sizing layers…_",
+            f"layers {p.layers_done}/{len(p.layers)}"]
+    if p.bytes_total:
+        total = human_size(p.bytes_total)
+        bits.append(f"{human_size(p.bytes_done)} / {total}" if known else f"{human_size(p.bytes_done)} so far")
+    bits.append(f"{_elapsed(p.elapsed)} elapsed")
+    return bar + "  " + " · ".join(bits)
 
 
 def _progress_lines(p: Progress) -> list[str]:
@@ -389,7 +560,9 @@ def _part_blocks(part, budget: int, max_blocks: int, layout: TableLayout | None,
         return [_section(text)]
     if isinstance(part, Progress):
         icon = ":white_check_mark:" if part.done else ":hourglass_flowing_sand:"
-        blocks = [_section(f"{icon} *{clip_escaped(part.title, 500)}*")]
+        title = f"{icon} *{clip_escaped(part.title, 500)}*"
+        bar = progress_bar(part)
+        blocks = [_section(title + (f"\n{bar}" if bar else ""))]
         lines = _progress_lines(part)
         if lines and max_blocks > 1:
             blocks += [_section(t) for t in
@@ -405,7 +578,9 @@ def _part_blocks(part, budget: int, max_blocks: int, layout: TableLayout | None,
 
 # --- the message ------------------------------------------------------------
 
-def _fallback_text(reply: Reply, layout: TableLayout | None, page: int) -> str:
+def _fallback_text(reply: Reply, layout, page: int) -> str:
+    """The message's plain ``text``: what notifications show. ``layout``: the
+    table's paging (a :class:`TableLayout` or :class:`NativeTable`)."""
     text = reply.summary
     if not text:
         for part in reply.parts:
@@ -423,13 +598,16 @@ def _fallback_text(reply: Reply, layout: TableLayout | None, page: int) -> str:
         text = "Error: " + text
     if layout is not None and layout.pages > 1:
         first = page * layout.rows_per_page + 1
-        last = min(layout.total, first + layout.rows_per_page - 1)
-        text += f" (rows {first:,}-{last:,} of {layout.total:,})"
+        last = min(len(layout.rows) if isinstance(layout, NativeTable) else layout.total,
+                   first + layout.rows_per_page - 1)
+        total = len(layout.rows) if isinstance(layout, NativeTable) else layout.total
+        text += f" (rows {first:,}-{last:,} of {total:,})"
     return clip_escaped(text, MAX_FALLBACK)
 
 
 def render(reply: Reply, *, page: int = 0, command: str | None = None, header: str = "",
-           note: str = "", share: bool = False, interactive: bool = True) -> dict:
+           note: str = "", share: bool = False, interactive: bool = True, native: bool = False,
+           cli: bool = False) -> dict:
     """The Slack message for ``reply``: ``{"text": fallback, "blocks": [...]}``.
 
     ``page``: which page of the (first) table to show, clamped to the last.
@@ -438,11 +616,21 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
     :func:`code`); ``note``: plain text shown as a warning under it.
     ``share``: add "Share in channel"; ``interactive=False``: no buttons at
     all (messages posted in a channel for the record).
+    ``native``: the first table as a ``data_table`` block when it can be one;
+    the message then also carries ``"fallback"``, the same reply in the
+    code-block shape (for when Slack refuses the block) and an "As the CLI
+    prints it" button. ``cli``: this message is the CLI's view a person asked
+    for: its page and share buttons keep that view.
     """
     command = reply.command if command is None else command
     table = _first_table(reply)
     layout = TableLayout(table) if table is not None else None
-    page = max(0, min(page, layout.pages - 1)) if layout is not None else 0
+    nat = NativeTable(layout) if native and not cli and layout is not None and _native_ok(table) else None
+    if nat is not None:
+        fallback = render(reply, page=page, command=command, header=header, note=note, share=share,
+                          interactive=interactive)
+    paging = nat if nat is not None else layout
+    page = max(0, min(page, paging.pages - 1)) if paging is not None else 0
 
     head: list[dict] = []
     if header.strip():
@@ -452,22 +640,31 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
 
     # Footer first: it must always fit; the parts get what is left.
     foot: list[dict] = []
-    if layout is not None and layout.pages > 1:
-        first = page * layout.rows_per_page + 1
-        last = min(layout.total, first + layout.rows_per_page - 1)
-        foot.append(_context(f"Rows {first:,}–{last:,} of {layout.total:,} · page {page + 1:,} of {layout.pages:,}"))
+    if paging is not None and paging.pages > 1:
+        first = page * paging.rows_per_page + 1
+        total = len(nat.rows) if nat is not None else layout.total
+        last = min(total, first + paging.rows_per_page - 1)
+        foot.append(_context(f"Rows {first:,}–{last:,} of {total:,} · page {page + 1:,} of {paging.pages:,}"))
     buttons: list[dict] = []
     if interactive:
         fp = table.fingerprint() if table is not None else ""
-        if layout is not None and layout.pages > 1:
-            prev_v, next_v = page_value(command, page - 1, fp), page_value(command, page + 1, fp)
+        if paging is not None and paging.pages > 1:
+            prev_v, next_v = (page_value(command, page - 1, fp, cli=cli),
+                              page_value(command, page + 1, fp, cli=cli))
             if slen(next_v) <= MAX_PAGE_VALUE:
                 if page > 0:
                     buttons.append(_button("◀ Previous", ACTION_PREV, prev_v))
-                if page < layout.pages - 1:
+                if page < paging.pages - 1:
                     buttons.append(_button("Next ▶", ACTION_NEXT, next_v))
+        if nat is not None:
+            # the CLI's text of this page: a plan's is in the message itself
+            # (its command is not re-run); a list's is read again
+            v = (json.dumps({"op": reply.confirmation.op}) if reply.confirmation is not None
+                 else page_value(command, page, fp, cli=True))
+            if slen(v) <= MAX_PAGE_VALUE:
+                buttons.append(_button("As the CLI prints it", ACTION_CLI, v))
         if share and reply.ok:
-            v = page_value(command, page)
+            v = page_value(command, page, cli=cli)
             if slen(v) <= MAX_PAGE_VALUE:
                 buttons.append(_button("Share in channel", ACTION_SHARE, v))
     if buttons:
@@ -496,6 +693,8 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
         where.append("on " + code(reply.host, 300))
     if reply.engine_version:
         where.append("Docker Engine " + clip_escaped(reply.engine_version, 60))
+    if reply.engine_note:
+        where.append(":warning: " + clip_escaped(reply.engine_note, 200))
     if where:
         foot.append(_context(" · ".join(where)))
 
@@ -509,12 +708,19 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
     omitted = 0
     for i in order:
         part = reply.parts[i]
-        part_layout = layout if part is table else (TableLayout(part) if isinstance(part, Table) else None)
-        part_page = page if part is table else 0
-        blocks = _part_blocks(part, budget, free_blocks, part_layout, part_page)
+        if part is table and nat is not None:
+            blocks = [nat.block(page, _caption(reply, command, nat, page))]
+        else:
+            part_layout = layout if part is table else (TableLayout(part) if isinstance(part, Table) else None)
+            part_page = page if part is table else 0
+            blocks = _part_blocks(part, budget, free_blocks, part_layout, part_page)
         if blocks is None:
             continue
         size = sum(block_chars(b) for b in blocks)
+        if part is table and nat is not None and (size > budget or len(blocks) > free_blocks):
+            # what else the message holds (a long menu) leaves the table too little room:
+            # the code-block shape, whose page shortens itself to fit
+            return fallback
         if not blocks or size > budget or len(blocks) > free_blocks:
             omitted += 1
             continue
@@ -528,7 +734,31 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
     blocks = head + body + foot
     if not blocks:
         blocks = [_section(clip_escaped(reply.summary.strip() or "Done.", MAX_SECTION))]
-    return {"text": _fallback_text(reply, layout, page), "blocks": blocks}
+    if nat is None:
+        return {"text": _fallback_text(reply, layout, page), "blocks": blocks}
+    # The notification text: the summary, then the page as the CLI prints it.
+    summary = _fallback_text(reply, nat, page)
+    text = summary + "\n" + nat.cli_text(page, MAX_NATIVE_TEXT - slen(summary) - 1)
+    return {"text": text, "blocks": blocks, "fallback": fallback}
+
+
+def cli_message(text: str) -> dict:
+    """A message showing the ``text`` of a native table message this module
+    made (its summary line, then the CLI's text in a fence, escaped) as a
+    section and code blocks."""
+    before, fence, rest = text.partition(FENCE)
+    lines = rest.rsplit(FENCE, 1)[0].strip("\n").split("\n") if fence else []
+    # It comes back in a click's payload: escaped again from scratch, whatever Slack did to it.
+    summary = clip_escaped(_CONTROL.sub(" ", _unescape(before)).strip(), MAX_HEADER)
+    blocks = [_section(summary)] if summary else []
+    budget = MESSAGE_BUDGET - sum(block_chars(b) for b in blocks)
+    blocks += [_section(c) for c in _code_chunks([clip_escaped(_clean(_unescape(ln)), MAX_LINE) for ln in lines],
+                                                   budget, MAX_BLOCKS - 1)]
+    return {"text": clip(summary or "Dockhand", MAX_FALLBACK), "blocks": blocks or [_section("(empty)")]}
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _menus(actions: list) -> list[dict]:
@@ -580,5 +810,6 @@ def plain(text: str) -> dict:
 __all__ = [
     "render", "plain", "escape", "mention", "code", "clip", "clip_escaped", "slen", "shown_command",
     "page_value", "run_value", "parse_value", "table_fingerprint", "page_count", "block_chars",
-    "ACTION_PREV", "ACTION_NEXT", "ACTION_SHARE", "ACTION_RUN_PREFIX", "TableLayout",
+    "ACTION_PREV", "ACTION_NEXT", "ACTION_SHARE", "ACTION_RUN_PREFIX", "ACTION_CLI", "TableLayout",
+    "NativeTable", "cli_message",
 ]

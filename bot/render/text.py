@@ -50,3 +50,9 @@ def safe(text: str) -> str:
 def render(reply: Reply) -> str:
     """The whole reply as it should appear in a terminal (no trailing newline)."""
     return safe("\n".join(render_part(part) for part in reply.parts))
+
+
+def context_note(reply: Reply) -> str:
+    """The terminal's context line: only what people must know about the engine
+    (the sample engine), for stderr, so stdout stays the CLI's own output."""
+    return safe(f"[{reply.engine_note}]") if reply.engine_note else ""

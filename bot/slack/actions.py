@@ -1,4 +1,5 @@
-"""Button clicks: run a command (help buttons), share in channel, turn a page.
+"""Button clicks: run a command (help buttons), share in channel, turn a page,
+show a table as the CLI prints it.
 
 Button values are made by ``bot.render.blockkit`` (JSON: ``c`` the command
 line, ``p`` the page, ``f`` the table's fingerprint); every click re-runs the
@@ -13,6 +14,7 @@ import re
 from bot.config import Settings
 from bot.render.blockkit import (
     ACTION_CANCEL,
+    ACTION_CLI,
     ACTION_CONFIRM,
     ACTION_MENU_PREFIX,
     ACTION_NEXT,
@@ -81,6 +83,13 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
         share = ephemeral and runtime.visibility == "ephemeral"
         await runtime.turn_page(action.get("value", ""), actor, respond=respond, share=share)
 
+    async def cli_button(body: dict, action: dict, client, respond) -> None:
+        actor, _ = await _who(body, runtime)
+        ephemeral = bool((body.get("container") or {}).get("is_ephemeral"))
+        message_text = (body.get("message") or {}).get("text", "")  # a channel message's own text
+        await runtime.cli_view(action.get("value", ""), actor, message_text=message_text, respond=respond,
+                               share=ephemeral and runtime.visibility == "ephemeral")
+
     async def confirm_button(body: dict, action: dict, client, respond) -> None:
         await slack_operations.click(runtime, "confirm", body, action, client, respond)
 
@@ -94,4 +103,5 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
     app.action(ACTION_CANCEL)(_click(runtime, cancel_button, durable=True))
     app.action(ACTION_SHARE)(_click(runtime, share_button))
     app.action(PAGE_ACTIONS)(_click(runtime, page_button))
+    app.action(ACTION_CLI)(_click(runtime, cli_button))
     return runtime

@@ -123,7 +123,8 @@ class HomeTab:
         user = body.get("user") or {}
         actor = await self.runtime.actor(user.get("id", ""), user.get("username") or user.get("name", ""), "")
         reply = await self.runtime.dispatch(line, actor)  # authorised there, like the typed command
-        message = await self.runtime.render(reply, command=line, interactive=False)
+        # code blocks in a modal: native tables were built and tested for messages only
+        message = await self.runtime.render(reply, command=line, interactive=False, native=False)
         await client.views_update(view_id=view_id, view=views.message_view(
             label, message, text=text_render.render(reply)))
 

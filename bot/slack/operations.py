@@ -163,6 +163,7 @@ async def record_in_thread(runtime: "SlackRuntime", client, channel: str, ts: st
 
 async def _update(runtime: "SlackRuntime", client, op: Operation, message: dict, *, respond=None) -> bool:
     """Update the operation's channel message; else the click's message."""
+    from . import fallback
     from .ratelimit import for_client, log_failure
 
     where = op.message or {}
@@ -170,7 +171,8 @@ async def _update(runtime: "SlackRuntime", client, op: Operation, message: dict,
         channel, ts = where["channel"], where["ts"]
 
         def call():
-            return client.chat_update(channel=channel, ts=ts, text=message["text"], blocks=message["blocks"])
+            shown = fallback.preferred(message)  # an interim state is never retried
+            return client.chat_update(channel=channel, ts=ts, text=shown["text"], blocks=shown["blocks"])
 
         if op.state == "running":
             # an interim state: never holds up the removal, and the final state replaces it while it waits
@@ -178,7 +180,11 @@ async def _update(runtime: "SlackRuntime", client, op: Operation, message: dict,
                                       ).add_done_callback(log_failure(f"updating operation {op.id[:12]}"))
             return True
         try:
-            await for_client(client).call("chat.update", call, channel=channel, key=(channel, ts))
+            def send(text: str, blocks: list):
+                return for_client(client).call("chat.update", lambda: client.chat_update(
+                    channel=channel, ts=ts, text=text, blocks=blocks), channel=channel, key=(channel, ts))
+
+            await fallback.send(send, message, where="chat.update")  # a refused table: its code blocks
             return True
         except Exception as exc:  # noqa: BLE001
             log.error("updating the message of operation %s failed: %s", op.id[:12], type(exc).__name__)

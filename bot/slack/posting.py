@@ -1,12 +1,14 @@
 """Getting a message to Slack: one channel message posted then updated, or a
 command's response_url, through the app's rate budget (``ratelimit.py``);
-a message Slack refuses is sent again as plain text."""
+a message Slack refuses goes again at once in a simpler shape: its code-block
+fallback, then its text alone (``fallback.py``)."""
 
 from __future__ import annotations
 
 import logging
 
-from . import ratelimit
+from . import fallback, ratelimit
+from .fallback import BAD_MESSAGE, slack_error as _slack_error  # noqa: F401 - BAD_MESSAGE: kept importable
 
 log = logging.getLogger("dockhand.slack")
 
@@ -20,19 +22,8 @@ CANNOT_POST = frozenset({
     "restricted_action_non_threadable_channel", "cannot_dm_bot", "team_access_not_granted",
     "ekm_access_denied", "missing_scope",
 })
-# Errors about the message itself: retry once as plain text.
-BAD_MESSAGE = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long"})
-
 
 # --- posting ------------------------------------------------------------------
-
-def _slack_error(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    try:
-        return str(response["error"])  # SlackApiError
-    except Exception:
-        return type(exc).__name__
-
 
 class ChannelPost:
     """One message in a channel that is posted once and then updated.
@@ -73,6 +64,7 @@ class ChannelPost:
         if not self.ts:
             return
         client, channel, ts = self.client, self.channel, self.ts
+        message = fallback.preferred(message)  # never retried: not in a shape Slack just refused
         ratelimit.for_client(client).submit(
             "chat.update", lambda: client.chat_update(channel=channel, ts=ts, text=message["text"],
                                                       blocks=message["blocks"]),
@@ -94,35 +86,54 @@ class ChannelPost:
         return False
 
     async def _call(self, method: str, message: Message, **kwargs):
-        """One Web API call in the budget; a message Slack refuses goes again as plain text."""
+        """One Web API call in the budget; a message Slack refuses goes again
+        in its simpler shapes (its code-block fallback, then its text)."""
         fn = getattr(self.client, method.replace(".", "_"))
         budget = ratelimit.for_client(self.client)
         key = (kwargs["channel"], kwargs["ts"]) if "ts" in kwargs else None
 
-        def attempt(text: str, blocks: list):
-            return lambda: fn(text=text, blocks=blocks, **kwargs)
+        def call(text: str, blocks: list):
+            return budget.call(method, lambda: fn(text=text, blocks=blocks, **kwargs),
+                               channel=self.channel, key=key)
 
-        try:
-            return await budget.call(method, attempt(message["text"], message["blocks"]),
-                                     channel=self.channel, key=key)
-        except Exception as exc:
-            if _slack_error(exc) not in BAD_MESSAGE:
-                raise
-            log.error("Slack refused a rendered message (%s); sending its text only", _slack_error(exc))
-            return await budget.call(method, attempt(message["text"] or "(no text)", []),
-                                     channel=self.channel, key=key)
+        return await fallback.send(call, message, where=method)
+
+
+class ResponseRefused(Exception):
+    """A response_url answered something else than 200."""
+
+    def __init__(self, status: int, body: str):
+        super().__init__(f"{status} {body[:200]}")
+        self.status, self.body = status, body
+        # Slack answers a refused message with its error code as the body
+        self.response = {"error": "invalid_blocks" if status != 200 and _about_message(body) else f"http_{status}"}
+
+
+# response_url answers about the URL itself, not the message: no simpler shape helps
+URL_ERRORS = frozenset({"used_url", "expired_url", "no_service", "no_service_id", "no_team", "no_active_hooks",
+                        "invalid_token", "action_prohibited", "channel_not_found", "channel_is_archived"})
+
+
+def _about_message(body: str) -> bool:
+    return (body or "").strip() not in URL_ERRORS
 
 
 async def send_response(respond, message: Message, **kwargs) -> bool:
-    """Send ``message`` to a response_url; on a refusal retry as plain text."""
+    """Send ``message`` to a response_url; on a refusal its code-block
+    fallback, then its text alone."""
+
+    async def call(text: str, blocks: list):
+        resp = await (respond(text=text, blocks=blocks, **kwargs) if blocks else respond(text=text, **kwargs))
+        if resp.status_code != 200:
+            log.error("response_url refused the reply: %s %s", resp.status_code, str(resp.body)[:200])
+            raise ResponseRefused(resp.status_code, str(resp.body))
+        return resp
+
     try:
-        resp = await respond(text=message["text"], blocks=message["blocks"], **kwargs)
-        if resp.status_code == 200:
-            return True
-        log.error("response_url refused the reply: %s %s; retrying as text", resp.status_code,
-                  str(resp.body)[:200])
-        resp = await respond(text=message["text"] or "(no text)", **kwargs)
-        return resp.status_code == 200
+        await fallback.send(call, message, where="response_url")
+        return True
+    except ResponseRefused:
+        return False
     except Exception as exc:
         log.error("response_url call failed: %s", exc)
         return False

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,6 +36,8 @@ from .posting import ChannelPost, Message, send_response
 from handlers.argv import READ, WRITE
 from handlers.context import Actor, Emit, Services
 from handlers.dispatch import Command, effect_of, engine_preflight, parse_command
+from handlers import engine_identity
+from handlers.engine_identity import engine_note
 from handlers.errors import DockhandError
 from handlers.replies import Reply, Status, error_reply
 
@@ -317,7 +320,8 @@ class SlackRuntime:
             return error_reply(line, f"Internal error, logged as {incident}.",
                                "This is a bug in Dockhand, not in your command: give the id to "
                                "whoever runs Dockhand (the details are in its log).").with_context(
-                                   self.host, getattr(self.services, "engine_version", ""))
+                                   self.host, getattr(self.services, "engine_version", ""),
+                                   engine_note(self.services))
 
     async def core(self, coro, op_id: str, actor: Actor) -> Reply:
         """Await a handlers.operations call; a bug becomes an incident reply."""
@@ -342,6 +346,10 @@ class SlackRuntime:
         return self._render_now(reply, **kwargs)
 
     def _render_now(self, reply: Reply, **kwargs) -> Message:
+        note = engine_note(self.services)
+        if note and not reply.engine_note:  # announcements, progress, operation messages: the same engine
+            reply = dataclasses.replace(reply, engine_note=note)
+        kwargs.setdefault("native", self.settings.native_tables)  # lists as data_table blocks
         try:
             return blockkit.render(reply, **kwargs)
         except Exception:
@@ -396,9 +404,13 @@ class SlackRuntime:
         post = ChannelPost(client, channel, respond)
         first = Reply(command=line, parts=(), summary=f"{doing.split()[-1].capitalize()} {target} on {self.host}…",
                       host=self.host)
-        # The pull starts at once; the announcement goes when the channel's budget allows.
-        announced = asyncio.ensure_future(post.post(
-            await self.render(first, command=line, header=pulling, interactive=False)))
+        # The pull starts at once; the announcement goes when the channel's budget allows,
+        # saying which engine it is on (learnt once, bounded: engine_identity.py).
+        async def announce() -> bool:
+            await engine_identity.learn(self.services)
+            return await post.post(await self.render(first, command=line, header=pulling, interactive=False))
+
+        announced = asyncio.ensure_future(announce())
 
         async def announcement() -> Optional[ChannelPost]:
             """The channel message, once posted; None when neither the channel
@@ -506,7 +518,8 @@ class SlackRuntime:
         v, reply = rerun
         line = v["c"]
         header = f":eyes: {blockkit.mention(actor.id)} shared {blockkit.code(blockkit.shown_command(line))}"
-        message = await self.render(reply, page=v["p"], command=line, header=header, interactive=False)
+        message = await self.render(reply, page=v["p"], command=line, header=header, interactive=False,
+                                    cli=bool(v.get("v")))
         if not await ChannelPost(client, channel, respond).post(message):
             await send_response(respond, blockkit.plain(
                 "Dockhand could not post in this conversation. Invite it with /invite @Dockhand "
@@ -519,8 +532,44 @@ class SlackRuntime:
         v, reply = rerun
         changed = bool(v["f"]) and blockkit.table_fingerprint(reply) != v["f"]
         note = "The list changed since the previous page." if changed else ""
-        message = await self.render(reply, page=v["p"], command=v["c"], note=note, share=share)
+        message = await self.render(reply, page=v["p"], command=v["c"], note=note, share=share,
+                                    cli=bool(v.get("v")))
         await send_response(respond, message, replace_original=True)
+
+    async def cli_view(self, value: str, actor: Actor, *, message_text: str, respond, share: bool) -> None:
+        """"As the CLI prints it": the page of a native table as the CLI's text,
+        for the person who clicked (ephemeral, next to the table). A list is
+        read again for them (dispatch authorises it, like a page turn); a
+        plan (``{"op": …}``) is not re-planned: its message's own text is
+        the CLI's text, shown to a person the access policy lets read."""
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("op"), str):
+            from handlers import access
+
+            denial = access.authorise(self.services.access(), actor, READ, "viewing a plan")
+            if denial is not None:
+                await send_response(respond, blockkit.plain(f"{denial.message} {denial.hint}"),
+                                    response_type="ephemeral", replace_original=False)
+                return
+            if not message_text:
+                await send_response(respond, blockkit.plain("This message's text is not available: "
+                                                            "run the command again."),
+                                    response_type="ephemeral", replace_original=False)
+                return
+            await send_response(respond, blockkit.cli_message(message_text), response_type="ephemeral",
+                                replace_original=False)
+            return
+        rerun = await self._rerun(value, actor, respond)
+        if rerun is None:
+            return
+        v, reply = rerun
+        changed = bool(v["f"]) and blockkit.table_fingerprint(reply) != v["f"]
+        note = "The list changed since the table was shown." if changed else ""
+        message = await self.render(reply, page=v["p"], command=v["c"], note=note, share=share, cli=True)
+        await send_response(respond, message, response_type="ephemeral", replace_original=False)
 
 
 def _weight(reply: Reply) -> int:

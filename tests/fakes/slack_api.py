@@ -17,7 +17,11 @@ event loop (``await fake.start()``) or in a thread of its own
 
 Messages are checked against Slack's limits (:func:`message_problems`): a
 message Slack would refuse gets the error Slack would give
-(``invalid_blocks``, ``msg_blocks_too_long``) so tests catch it.
+(``invalid_blocks``, ``msg_blocks_too_long``) so tests catch it. That
+includes the ``data_table`` and ``table`` blocks, to their references
+(:func:`table_problems`). ``fake.refuse_block_types = {"data_table"}``
+answers ``invalid_blocks`` to any message holding such a block (a workspace
+that does not know it yet), so the fallback can be tested.
 
 Rate limits, when asked (``FakeSlack(enforce_rate_limits=True)`` or
 ``fake.enforce_rate_limits = True``; off by default): calls are counted per
@@ -112,6 +116,101 @@ def _select_problems(i: int, el: dict) -> list[str]:
     return problems
 
 
+# data_table (Block Kit reference, "Data table block"): caption required; page_size 1-100;
+# 2-101 rows, the header first; 1-20 columns; every row the same length; header cells not
+# rich_text; cells raw_text {text >= 1 char}, raw_number {value: number, text >= 1 char} or
+# rich_text; at most 10,000 characters across all cells (of a table, and of a message).
+# table ("Table block"): 1-100 rows of at most 20 cells (raw_text or rich_text; raw_number
+# too since @slack/types 3.2.0), column_settings at most 20 of {align, is_wrapped} or null.
+TABLE_CELL_CHARS = 10_000
+_DATA_TABLE_KEYS = {"type", "rows", "block_id", "page_size", "caption", "row_header_column_index"}
+_TABLE_KEYS = {"type", "rows", "block_id", "column_settings"}
+
+
+def _cell_problems(where: str, cell, *, header: bool, kinds: tuple[str, ...]) -> tuple[list[str], int]:
+    """(problems, characters) of one table cell."""
+    if not isinstance(cell, dict):
+        return [f"invalid_blocks: {where} is not an object"], 0
+    kind = cell.get("type")
+    if kind not in kinds:
+        return [f"invalid_blocks: {where} has type {kind!r} (one of {', '.join(kinds)})"], 0
+    if kind == "rich_text":
+        if header:
+            return [f"invalid_blocks: {where} is rich_text in the header row"], 0
+        if not isinstance(cell.get("elements"), list) or not cell["elements"]:
+            return [f"invalid_blocks: {where} rich_text without elements"], 0
+        return [], sum(_ulen(t) for t in _texts(cell["elements"]))
+    problems = []
+    text = cell.get("text")
+    if not isinstance(text, str) or len(text) < 1:
+        problems.append(f"invalid_blocks: {where} {kind} needs a text of at least 1 character")
+        text = ""
+    if kind == "raw_number":
+        value = cell.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                or value in (float("inf"), float("-inf")):
+            problems.append(f"invalid_blocks: {where} raw_number needs a numeric value")
+    extra = set(cell) - {"type", "text", "value"} if kind == "raw_number" else set(cell) - {"type", "text"}
+    if extra:
+        problems.append(f"invalid_blocks: {where} has unknown fields {sorted(extra)}")
+    return problems, _ulen(text)
+
+
+def table_problems(i: int, b: dict) -> tuple[list[str], int]:
+    """(problems, characters across all cells) of a data_table or table block."""
+    kind = b.get("type")
+    data = kind == "data_table"
+    problems = []
+    extra = set(b) - (_DATA_TABLE_KEYS if data else _TABLE_KEYS)
+    if extra:
+        problems.append(f"invalid_blocks: /blocks/{i} {kind} has unknown fields {sorted(extra)}")
+    if len(str(b.get("block_id", ""))) > 255:
+        problems.append(f"invalid_blocks: /blocks/{i} block_id too long")
+    rows = b.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        return problems + [f"invalid_blocks: /blocks/{i} {kind} rows must be an array of arrays"], 0
+    low, high = (2, 101) if data else (1, 100)
+    if not low <= len(rows) <= high:
+        problems.append(f"invalid_blocks: /blocks/{i} {kind} has {len(rows)} rows ({low}-{high})")
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        problems.append(f"invalid_blocks: /blocks/{i} {kind} rows of unequal length {sorted(widths)}")
+    if any(not 1 <= w <= 20 for w in widths):
+        problems.append(f"invalid_blocks: /blocks/{i} {kind} has rows of {sorted(widths)} cells (1-20)")
+    kinds = ("raw_text", "raw_number", "rich_text")
+    chars = 0
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            found, n = _cell_problems(f"/blocks/{i}/rows/{r}/{c}", cell, header=data and r == 0, kinds=kinds)
+            problems += found
+            chars += n
+    if chars > TABLE_CELL_CHARS:
+        problems.append(f"invalid_blocks: /blocks/{i} {kind} has {chars} characters in its cells (max 10000)")
+    if data:
+        caption = b.get("caption")
+        if not isinstance(caption, str) or not caption.strip():
+            problems.append(f"invalid_blocks: /blocks/{i} data_table needs a caption")
+        size = b.get("page_size", 5)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100:
+            problems.append(f"invalid_blocks: /blocks/{i} data_table page_size {size!r} (1-100)")
+        index = b.get("row_header_column_index", 0)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0 or (widths and index >= max(widths)):
+            problems.append(f"invalid_blocks: /blocks/{i} data_table row_header_column_index {index!r}")
+    else:
+        settings = b.get("column_settings", [])
+        if not isinstance(settings, list) or len(settings) > 20:
+            problems.append(f"invalid_blocks: /blocks/{i} table column_settings (at most 20)")
+        else:
+            for s in settings:
+                if s is None:
+                    continue
+                if not isinstance(s, dict) or set(s) - {"align", "is_wrapped"} \
+                        or s.get("align", "left") not in ("left", "center", "right") \
+                        or not isinstance(s.get("is_wrapped", False), bool):
+                    problems.append(f"invalid_blocks: /blocks/{i} table column_settings entry")
+    return problems, chars
+
+
 def message_problems(body: dict) -> list[str]:
     """What Slack would refuse in this message (documented Block Kit limits,
     plus the cumulative block text limit chat.postMessage enforces)."""
@@ -129,9 +228,14 @@ def message_problems(body: dict) -> list[str]:
     if len(blocks) > 50:
         problems.append(f"invalid_blocks: {len(blocks)} blocks (max 50)")
     total = 0
+    table_chars = 0
     for i, b in enumerate(blocks):
         kind = b.get("type")
-        if kind == "section":
+        if kind in ("data_table", "table"):
+            found, chars = table_problems(i, b)
+            problems += found
+            table_chars += chars
+        elif kind == "section":
             t = (b.get("text") or {}).get("text", "")
             if not t or _ulen(t) > 3000:
                 problems.append(f"invalid_blocks: /blocks/{i}/text is {_ulen(t)} long (1-3000)")
@@ -174,6 +278,8 @@ def message_problems(body: dict) -> list[str]:
     all_ids = [el.get("action_id") for el in buttons({"blocks": blocks})]
     if len(set(all_ids)) != len(all_ids):
         problems.append("invalid_blocks: action_id repeated in the message")
+    if table_chars > TABLE_CELL_CHARS:
+        problems.append(f"invalid_blocks: {table_chars} characters across the tables' cells (max 10000 a message)")
     if total > BLOCK_TEXT_LIMIT:
         problems.append(f"msg_blocks_too_long: {total} characters of block text")
     return problems
@@ -209,6 +315,8 @@ class FakeSlack:
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> latest body
         self.fail_post: dict[str, str] = {}  # channel -> error chat.postMessage answers
         self.api_delay = 0.0  # seconds every Web API call waits (a slow Slack)
+        # block types answered invalid_blocks (a workspace that does not know them), on demand
+        self.refuse_block_types: set[str] = set()
         self.usergroups: dict[str, list[str]] = {}  # usergroups.users.list: group ID -> user IDs
         self.enforce_rate_limits = enforce_rate_limits  # answer 429 over the limits below
         self.rate_limits: dict[str, RateRule] = dict(SLACK_RATE_LIMITS)  # method -> its limit
@@ -402,7 +510,7 @@ class FakeSlack:
             channel = body.get("channel", "")
             if not channel:
                 return {"ok": False, "error": "channel_not_found"}
-            problems = message_problems(body)
+            problems = self._refused(body) + message_problems(body)
             if problems:
                 return {"ok": False, "error": problems[0].split(":")[0], "detail": problems}
             if method == "chat.postMessage":
@@ -422,6 +530,14 @@ class FakeSlack:
             return {"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
         return {"ok": False, "error": "unknown_method"}
 
+    def _refused(self, body: dict) -> list[str]:
+        """invalid_blocks for a block type this fake was told to refuse."""
+        blocks = body.get("blocks") or []
+        if not self.refuse_block_types or not isinstance(blocks, list):
+            return []
+        kinds = sorted({b.get("type") for b in blocks if isinstance(b, dict)} & self.refuse_block_types)
+        return [f"invalid_blocks: this workspace does not know {k} blocks" for k in kinds]
+
     async def _response(self, request: web.Request) -> web.Response:
         rid = request.match_info["rid"]
         body = await self._read_body(request)
@@ -431,7 +547,8 @@ class FakeSlack:
             used = self._responses[rid]
         if used > 5:
             return web.Response(status=404, text="used_url")
-        problems = message_problems(body) if (body.get("blocks") or not body.get("delete_original")) else []
+        problems = (self._refused(body) + message_problems(body)
+                    if (body.get("blocks") or not body.get("delete_original")) else [])
         if problems:
             return web.Response(status=400, text=problems[0].split(":")[0])
         return web.Response(text="ok")

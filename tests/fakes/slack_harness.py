@@ -39,10 +39,13 @@ SECRET = SIGNING_SECRET
 @pytest.fixture(autouse=True)
 def clean_slack_env(monkeypatch):
     """Bolt reads SLACK_* (SLACK_CLIENT_ID+SECRET switch OAuth on); proxies would
-    divert loopback traffic."""
+    divert loopback traffic; refusals remembered by another test's app are forgotten."""
     for key in list(os.environ):
         if key.startswith("SLACK_") or key.lower() in ("http_proxy", "https_proxy", "all_proxy"):
             monkeypatch.delenv(key, raising=False)
+    from bot.slack import fallback
+
+    fallback.forget()  # block types a test's fake Slack refused are that test's own
 
 
 @pytest.fixture

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -361,3 +364,144 @@ def test_lifecycle_in_a_separate_stack_dir(stack):
         r = run_stack("down", "--purge", env=env)
         assert r.returncode == 0, r.stderr
         assert not os.path.exists(d)
+
+
+# --------------------------------------------------------------------------- sample engine, Docker Hub mirror
+
+
+def test_engine_says_it_is_the_sample_engine_and_mirrors_docker_hub(stack, docker_client):
+    info = docker_client.info()
+    assert "org.dockhand.engine=sample" in info["Labels"]
+    mirror = next(label for label in info["Labels"] if label.startswith("org.dockhand.mirror="))
+    assert set(mirror.split("=", 1)[1].split(",")) == {"hello-world:latest", "ubuntu:22.04", "ubuntu:latest",
+                                                       "ubuntu:16.04", "busybox:latest"}
+    assert info["RegistryConfig"]["Mirrors"] == [f"http://{stack.registry}/"]
+    assert stack.state["mirror"]["registry"] == stack.registry
+
+
+def test_docker_pull_hello_world_comes_from_the_mirror(stack, docker_client):
+    import docker
+
+    refs = ("hello-world:latest", "ubuntu:22.04", "ubuntu:latest", "ubuntu:16.04", "busybox:latest")
+    try:
+        for ref in refs:
+            r = stack.docker("pull", ref, timeout=60)
+            assert f"docker.io/library/{ref}" in r.stdout, r.stdout
+        out = stack.docker("run", "--rm", "--network", "none", "hello-world").stdout
+        assert out.startswith("Hello from Docker!") and "NOT Docker Hub's hello-world" in out
+        ids = {ref: docker_client.images.get(ref).id for ref in refs}
+        assert ids["ubuntu:latest"] == ids["ubuntu:22.04"]  # one image, two tags, like Docker Hub's
+        assert len({ids[r] for r in ("hello-world:latest", "ubuntu:22.04", "ubuntu:16.04", "busybox:latest")}) == 4
+        release = {t: stack.docker("run", "--rm", "--network", "none", t, "cat", "/etc/os-release").stdout
+                   for t in ("ubuntu:16.04", "ubuntu:22.04")}  # fmt: skip
+        assert 'VERSION_ID="16.04"' in release["ubuntu:16.04"] and 'VERSION_ID="22.04"' in release["ubuntu:22.04"]
+        # the mirror's images are not kept under the registry's own name on the engine
+        for ref in refs:
+            with pytest.raises(docker.errors.ImageNotFound):
+                docker_client.images.get(f"{stack.registry}/library/{ref}")
+    finally:
+        stack.docker("rmi", *refs, check=False)
+
+
+def test_an_image_the_mirror_lacks_fails_at_once(stack):
+    t0 = time.monotonic()
+    r = stack.docker("pull", "nginx:1.25", check=False, timeout=60)
+    assert r.returncode != 0 and "127.0.0.1:9" in r.stderr  # fell back to Docker Hub: the dead proxy
+    assert time.monotonic() - t0 < 10
+
+
+# --------------------------------------------------------------------------- one stack per checkout
+
+
+def test_the_state_dir_is_derived_from_the_checkout(monkeypatch):
+    from tests.conftest import stackmod
+
+    repo = os.path.dirname(TESTS_DIR)
+    assert stackmod.DEFAULT_DIR == stackmod.default_dir(repo)
+    assert re.fullmatch(r"/tmp/dockhand-stack-[0-9a-f]{10}", stackmod.DEFAULT_DIR)
+    assert stackmod.default_dir("/tmp/a/dockhand") != stackmod.default_dir("/tmp/b/dockhand")
+    monkeypatch.delenv("DOCKHAND_STACK_DIR", raising=False)
+    assert stackmod.stack_dir() == stackmod.DEFAULT_DIR
+    monkeypatch.setenv("DOCKHAND_STACK_DIR", "/tmp/mine")
+    assert stackmod.stack_dir() == "/tmp/mine"  # an explicit setting wins
+
+
+def test_two_checkouts_side_by_side_never_share_or_stop_each_other(stack, tmp_path):
+    """Two copies of the stack's files at two checkout paths, no DOCKHAND_STACK_DIR: two engines."""
+    env = {k: v for k, v in os.environ.items() if k != "DOCKHAND_STACK_DIR" and not k.startswith("DOCKER_")}
+    clones = []
+    for name in ("clone-a", "clone-b"):
+        root = tmp_path / name
+        shutil.copytree(os.path.join(TESTS_DIR, "stack"), root / "tests" / "stack",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        clones.append(str(root / "tests" / "stack" / "stack.py"))
+
+    def run(clone, *args):
+        return subprocess.run([sys.executable, clone, *args], capture_output=True, text=True, env=env,
+                              timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    dirs = []
+    try:
+        for clone in clones:
+            r = run(clone, "up", "--no-seed")
+            assert r.returncode == 0, r.stderr
+            exports = dict(line[len("export "):].split("=", 1) for line in run(clone, "env").stdout.splitlines())
+            dirs.append(exports["DOCKHAND_STACK_DIR"])
+        a, b = dirs
+        assert a != b and stack.dir not in (a, b)
+        assert all(re.fullmatch(r"/tmp/dockhand-stack-[0-9a-f]{10}", d) for d in dirs)
+        pa, pb = (stackmod_paths(d) for d in dirs)
+        assert pa.docker_host != pb.docker_host
+        assert engine_pid(pa) != engine_pid(pb)
+        # down in clone a: its engine stops, b's and the session's keep answering
+        r = run(clones[0], "down")
+        assert r.returncode == 0 and "stopped" in r.stderr
+        assert f"left on disk: {a}" in r.stderr and "purge" in r.stderr
+        assert os.path.isdir(a)
+        assert run(clones[0], "status").returncode == 1
+        assert docker_version(pb) and not docker_version(pa)
+        assert stack.docker("version", "--format", "{{.Server.Version}}").returncode == 0
+        # purge deletes a's state dir and nothing of b's
+        r = run(clones[0], "purge")
+        assert r.returncode == 0 and f"removed {a}" in r.stderr and not os.path.exists(a)
+        assert docker_version(pb)
+        # b's registry comes back on another port (its old one taken): the running dockerd's
+        # Docker Hub mirror follows it (config reloaded, engine not restarted)
+        from tests.conftest import stackmod
+
+        old = stackmod.load_state(pb)["registry"]
+        pid_before = engine_pid(pb)
+        stackmod.stop_pid(stackmod.read_pid(pb.registry_pid), pb.registry_config, "registry")
+        with socket.socket() as taken:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the old port may be in TIME_WAIT
+            taken.bind(("127.0.0.1", int(old.rsplit(":", 1)[1])))
+            taken.listen()
+            r = run(clones[1], "up", "--no-seed")
+        assert r.returncode == 0, r.stderr
+        new = stackmod.load_state(pb)["registry"]
+        assert new != old and engine_pid(pb) == pid_before
+        assert stackmod.engine_mirrors(pb) == [f"http://{new}/"]
+    finally:
+        for clone, d in zip(clones, dirs):
+            run(clone, "purge")
+            assert not os.path.exists(d)
+
+
+def stackmod_paths(d):
+    from tests.conftest import stackmod
+
+    return stackmod.Paths(d)
+
+
+def engine_pid(paths):
+    from tests.conftest import stackmod
+
+    return stackmod.dockerd_pid(paths)
+
+
+def docker_version(paths) -> str:
+    from tests.conftest import stackmod
+
+    if not stackmod.engine_ping(paths):
+        return ""
+    return stackmod.engine(paths, "GET", "/version")[1].get("Version", "")

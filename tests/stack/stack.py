@@ -5,14 +5,21 @@
     python3 tests/stack/stack.py seed      # (re)create missing seed images only
     python3 tests/stack/stack.py status    # what runs; exit 1 when something is missing
     python3 tests/stack/stack.py env       # shell exports: eval "$(python3 tests/stack/stack.py env)"
-    python3 tests/stack/stack.py down      # stop what this stack started (keeps data)
-    python3 tests/stack/stack.py down --purge   # ... and delete the state dir
+    python3 tests/stack/stack.py down      # stop what this stack started (keeps its data)
+    python3 tests/stack/stack.py purge     # stop it and delete its state dir (also: down --purge)
 
-Parts, all private to the state dir ($DOCKHAND_STACK_DIR, default /tmp/dockhand-stack):
+Parts, all private to the state dir: $DOCKHAND_STACK_DIR, or by default
+/tmp/dockhand-stack-<hash of this checkout's path>, so two checkouts never share,
+reset or stop each other's engine:
   * a dockerd with its own data-root, exec-root (so its own containerd), pidfile,
     unix socket and config file; no bridge, no iptables; proxies pointed at a dead
-    port so nothing can reach Docker Hub;
+    port so nothing can reach Docker Hub; labelled org.dockhand.engine=sample so
+    Dockhand can tell (from `docker info`) that it talks to this sample engine;
   * Debian's docker-registry on 127.0.0.1:<port>, filesystem storage, deletes enabled;
+    it is also the engine's Docker Hub mirror (`registry-mirrors`), holding the
+    tutorial's images (hello-world, ubuntu:22.04/latest, ubuntu:16.04, busybox) built
+    offline, so `docker pull hello-world` works with no internet; anything else
+    not on the mirror fails at once on the dead proxy;
   * tests/stack/fake_index.py, a fake Docker Hub search index on 127.0.0.1:<port>;
   * seed images built offline from busybox-static and pushed to the registry.
 
@@ -46,8 +53,21 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_INDEX = os.path.join(HERE, "fake_index.py")
 INDEX_DATA = os.path.join(HERE, "index_data.json")
-DEFAULT_DIR = "/tmp/dockhand-stack"
+REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 STATE_VERSION = 1
+SAMPLE_LABEL_KEY = "org.dockhand.engine"
+SAMPLE_LABEL = f"{SAMPLE_LABEL_KEY}=sample"  # the bot reads it from `docker info` (Labels)
+MIRROR_LABEL_KEY = "org.dockhand.mirror"  # ...and this one: the images the Docker Hub mirror serves
+
+
+def default_dir(root: str = REPO_ROOT) -> str:
+    """/tmp/dockhand-stack-<10 hex of this checkout's real path>: one stack per checkout."""
+    digest = hashlib.sha256(os.path.realpath(root).encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"/tmp/dockhand-stack-{digest}"
+
+
+DEFAULT_DIR = default_dir()
+LEGACY_DIR = "/tmp/dockhand-stack"  # the one default every checkout shared before
 
 DEAD_PROXY = "http://127.0.0.1:9"
 NO_PROXY = "localhost,127.0.0.1"
@@ -564,17 +584,58 @@ def kill_engine_leftovers(p: Paths) -> None:
             os.unlink(f)
 
 
-def start_dockerd(p: Paths, extra_args: tuple[str, ...] = ()) -> int:
-    """Start (or find running) the private dockerd of ``p``; ``extra_args``
-    adds listeners (e.g. ``-H tcp://127.0.0.1:PORT --tlsverify ...``)."""
+def daemon_config(registry: str) -> str:
+    """dockerd's config file: the local registry as its Docker Hub mirror, and the
+    label that says this is Dockhand's sample engine (both reloadable with SIGHUP)."""
+    mirror = ",".join(n.split("/", 1)[1] for n in mirror_refs())
+    labels = [SAMPLE_LABEL, f"{MIRROR_LABEL_KEY}={mirror}"]
+    return json.dumps({"registry-mirrors": [f"http://{registry}"], "labels": labels}, indent=2) + "\n"
+
+
+def daemon_config_is(p: Paths, registry: str) -> bool:
+    try:
+        with open(p.daemon_json) as f:
+            return f.read() == daemon_config(registry)
+    except OSError:
+        return False
+
+
+def engine_mirrors(p: Paths) -> list:
+    status, info = engine(p, "GET", "/info")
+    if status != 200 or not isinstance(info, dict):
+        return []
+    return list((info.get("RegistryConfig") or {}).get("Mirrors") or [])
+
+
+def reload_daemon_config(p: Paths, pid: int, registry: str) -> None:
+    """The registry moved to another port: point the running dockerd's mirror at it."""
+    with open(p.daemon_json, "w") as f:
+        f.write(daemon_config(registry))
+    os.kill(pid, signal.SIGHUP)
+    want = f"http://{registry}/"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if want in engine_mirrors(p):
+            say(f"dockerd reloaded its config: Docker Hub mirror {registry}, labels")
+            return
+        time.sleep(0.1)
+    raise StackError(f"dockerd did not take its new Docker Hub mirror {registry} (SIGHUP)", p.dockerd_log)
+
+
+def start_dockerd(p: Paths, registry: str | None = None, extra_args: tuple[str, ...] = ()) -> int:
+    """Start (or find running) the private dockerd of ``p``. ``registry``: the
+    sample engine's Docker Hub mirror (and its label); None: a plain private
+    engine with an empty config. ``extra_args`` adds listeners (e.g.
+    ``--host tcp://127.0.0.1:PORT --tlsverify ...``, tests/integration/remote_engines.py)."""
     pid = dockerd_pid(p)
     if pid:
-        if engine_ping(p):
-            return pid
-        # Maybe still starting: give it a moment before replacing it.
+        # Running (or maybe still starting: give it a moment before replacing it).
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc_alive(pid):
             if engine_ping(p):
+                if registry is not None and (f"http://{registry}/" not in engine_mirrors(p)
+                                             or not daemon_config_is(p, registry)):
+                    reload_daemon_config(p, pid, registry)
                 return pid
             time.sleep(0.2)
         say(f"dockerd pid {pid} does not answer on {p.socket}; restarting it")
@@ -586,7 +647,7 @@ def start_dockerd(p: Paths, extra_args: tuple[str, ...] = ()) -> int:
     for d in (p.data_root, p.exec_root):
         os.makedirs(d, mode=0o711, exist_ok=True)
     with open(p.daemon_json, "w") as f:
-        f.write("{}\n")
+        f.write(daemon_config(registry) if registry is not None else "{}\n")
     argv = [
         dockerd,
         "--data-root", p.data_root,
@@ -1136,6 +1197,75 @@ def ensure_seeds(p: Paths, st: dict) -> dict:
     return seeds
 
 
+# The tutorial's images, served by the local registry as the engine's Docker Hub
+# mirror: `docker pull hello-world` on the sample engine pulls library/hello-world
+# from it. Built offline from busybox; each says in its files that it is a sample.
+HELLO_TEXT = """\
+Hello from Docker!  (Dockhand's sample hello-world)
+This message shows that your installation appears to be working correctly.
+
+This is NOT Docker Hub's hello-world: it is a sample image that Dockhand's
+private test stack built offline (busybox inside) and serves from its local
+registry, the sample engine's Docker Hub mirror. To produce this message:
+ 1. A client (Dockhand, or the docker CLI) asked the sample Docker Engine
+    to run "hello-world".
+ 2. The engine pulled "hello-world" from its Docker Hub mirror, the stack's
+    local registry (no internet was used).
+ 3. The engine created a container from that image, which printed this
+    message.
+
+On your own hosts, Dockhand manages the images of the engine at DOCKER_HOST.
+"""
+MIRROR_IMAGES = {  # repository:tag on the mirror -> (files, CMD)
+    "library/hello-world:latest": ({"hello": HELLO_TEXT}, '["/bin/cat", "/hello"]'),
+    "library/ubuntu:22.04": ({"etc/os-release": 'NAME="Ubuntu"\nVERSION_ID="22.04"\n'
+                              'PRETTY_NAME="Ubuntu 22.04 (Dockhand sample image: busybox inside)"\n'}, '["/bin/sh"]'),
+    "library/ubuntu:16.04": ({"etc/os-release": 'NAME="Ubuntu"\nVERSION_ID="16.04"\n'
+                              'PRETTY_NAME="Ubuntu 16.04 (Dockhand sample image: busybox inside)"\n'}, '["/bin/sh"]'),
+    "library/busybox:latest": ({"etc/dockhand-sample": "busybox (Dockhand sample image)\n"}, '["/bin/sh"]'),
+}
+MIRROR_ALIASES = {"library/ubuntu:latest": "library/ubuntu:22.04"}  # same manifest, like Docker Hub's tags
+
+
+def mirror_refs() -> list[str]:
+    return [*MIRROR_IMAGES, *MIRROR_ALIASES]
+
+
+def ensure_mirror(p: Paths, st: dict) -> None:
+    """Push whatever tutorial image the mirror lacks; keep none of them tagged locally
+    under the registry's name (a pull names them as Docker Hub's: hello-world:latest)."""
+    reg = st["registry"]
+    made = []
+    fingerprint = hashlib.sha256(json.dumps([MIRROR_IMAGES, MIRROR_ALIASES], sort_keys=True).encode()).hexdigest()[:16]
+    rebuild = (st.get("mirror") or {}).get("fingerprint") != fingerprint  # their content changed: push anew
+    for name in mirror_refs():
+        ref = f"{reg}/{name}"
+        if registry_digest(ref) and not rebuild:
+            continue
+        source = MIRROR_ALIASES.get(name)
+        if source:
+            src = f"{reg}/{source}"
+            if inspect_image(p, src) is None:
+                docker(p, "pull", src)
+            docker(p, "tag", src, ref)
+        else:
+            files, cmd = MIRROR_IMAGES[name]
+            stamp = {"etc/dockhand-mirror-image": f"{name} {os.urandom(8).hex()}\n"}
+            import_image(p, ref, {**files, **stamp}, [f"CMD {cmd}"])
+        push(p, ref)
+        made.append(name)
+    local = [f"{reg}/{name}" for name in mirror_refs() if inspect_image(p, f"{reg}/{name}") is not None]
+    rmi(p, *local)
+    st["mirror"] = {"registry": reg, "images": [n.split("/", 1)[1] for n in mirror_refs()], "fingerprint": fingerprint}
+    if made:
+        say(f"Docker Hub mirror: pushed {', '.join(n.split('/', 1)[1] for n in made)}")
+
+
+def mirror_problems(st: dict) -> list[str]:
+    reg = st.get("registry")
+    return [f"not on the mirror {name}" for name in mirror_refs() if not reg or not registry_digest(f"{reg}/{name}")]
+
+
 def seed_problems(p: Paths, st: dict) -> list[str]:
     """Read-only check used by `status`."""
     reg = st.get("registry")
@@ -1182,8 +1312,8 @@ def cmd_up(p: Paths, args) -> int:
         st.update(state_dir=p.root, docker_host=p.docker_host, docker_socket=p.socket,
                   docker_config=p.docker_config, docker_cli=docker_cli())  # fmt: skip
         os.makedirs(p.docker_config, exist_ok=True)
-        pid_d = start_dockerd(p)
-        pid_r, reg = start_registry(p, st)
+        pid_r, reg = start_registry(p, st)  # first: dockerd's Docker Hub mirror
+        pid_d = start_dockerd(p, reg)
         pid_i, idx = start_index(p, st)
         st.update(registry=reg, registry_url=f"http://{reg}", index=idx, index_url=f"http://{idx}")
         status, ver = engine(p, "GET", "/version")
@@ -1194,10 +1324,18 @@ def cmd_up(p: Paths, args) -> int:
         st["running"] = True
         save_state(p, st)
         if not args.no_seed:
+            ensure_mirror(p, st)
+            save_state(p, st)
+        if not (args.no_seed or args.mirror_only):
             ensure_seeds(p, st)
             save_state(p, st)
     say(f"stack up in {time.monotonic() - t0:.1f}s: {p.docker_host}, registry {st['registry']}, index {st['index']}")
-    print(f'# eval "$(python3 {os.path.relpath(__file__)} env)"')
+    legacy = Paths(LEGACY_DIR)
+    if p.root != legacy.root and os.path.exists(legacy.state) and dockerd_pid(legacy):
+        say(f"note: the stack all checkouts used to share still runs in {LEGACY_DIR}; stop and delete it "
+            f"with: DOCKHAND_STACK_DIR={LEGACY_DIR} python3 {os.path.relpath(__file__)} purge")
+    if not args.no_env_hint:
+        print(f'# eval "$(python3 {os.path.relpath(__file__)} env)"')
     return 0
 
 
@@ -1209,6 +1347,7 @@ def cmd_seed(p: Paths, args) -> int:
         if not (dockerd_pid(p) and engine_ping(p)) or not st.get("registry") or not registry_ready(st["registry"]):
             raise StackError("stack is not running: run `stack.py up` first")
         t0 = time.monotonic()
+        ensure_mirror(p, st)
         ensure_seeds(p, st)
         save_state(p, st)
     say(f"seeds ok in {time.monotonic() - t0:.1f}s")
@@ -1248,7 +1387,33 @@ def cmd_down(p: Paths, args) -> int:
     say(("stopped " + ", ".join(stopped)) if stopped else "nothing was running")
     if args.purge:
         say(f"removed {p.root}")
+    else:
+        say(f"left on disk: {p.root} ({human_bytes(disk_usage(p.root))}: the engine's images and containers, "
+            f"the registry's data, logs); `stack.py up` starts it again as it was, "
+            f"`python3 {os.path.relpath(__file__)} purge` deletes it")
     return 0
+
+
+def cmd_purge(p: Paths, args) -> int:
+    args.purge = True
+    return cmd_down(p, args)
+
+
+def disk_usage(root: str) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: None):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
 
 
 def cmd_env(p: Paths, args) -> int:
@@ -1295,7 +1460,7 @@ def cmd_status(p: Paths, args) -> int:
         ok = False
         out["index"] = "not running"
     if ok:
-        problems = seed_problems(p, st)
+        problems = mirror_problems(st) + seed_problems(p, st)
         out["seeds"] = "ok" if not problems else "; ".join(problems)
         ok = not problems
     else:
@@ -1314,9 +1479,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", help=f"state dir (default $DOCKHAND_STACK_DIR or {DEFAULT_DIR})")
     sub = ap.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start dockerd, registry, fake index; seed images")
-    up.add_argument("--no-seed", action="store_true", help="do not create seed images")
-    down = sub.add_parser("down", help="stop what this stack started")
+    up.add_argument("--no-seed", action="store_true", help="do not create seed images (nor the mirror's)")
+    up.add_argument("--mirror-only", action="store_true",
+                    help="seed only the Docker Hub mirror's tutorial images (hello-world, ubuntu, busybox)")
+    up.add_argument("--no-env-hint", action="store_true",
+                    help="do not print the `eval \"$(stack.py env)\"` line (the caller already evals it)")
+    down = sub.add_parser("down", help="stop what this stack started (its state dir stays)")
     down.add_argument("--purge", action="store_true", help="also delete the state dir (images, registry data)")
+    sub.add_parser("purge", help="stop the stack and delete its state dir (same as down --purge)")
     sub.add_parser("env", help="print shell exports")
     status = sub.add_parser("status", help="show what runs")
     status.add_argument("--json", action="store_true")
@@ -1325,7 +1495,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(AttributeError, ValueError):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `stack.py status | head` exits quietly
     p = Paths(args.dir or stack_dir())
-    handler = {"up": cmd_up, "down": cmd_down, "env": cmd_env, "status": cmd_status, "seed": cmd_seed}[args.cmd]
+    handler = {"up": cmd_up, "down": cmd_down, "purge": cmd_purge, "env": cmd_env, "status": cmd_status,
+               "seed": cmd_seed}[args.cmd]
     try:
         return handler(p, args)
     except StackError as e:

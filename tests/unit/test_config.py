@@ -33,3 +33,14 @@ def test_http_mode_needs_signing_secret_socket_mode_does_not():
     assert "SLACK_SIGNING_SECRET" in exc.value.problems[0]
     assert load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}).socket_mode
     assert load_settings({"SLACK_BOT_TOKEN": "xoxb-1"}, slack=False).slack_enabled
+
+
+def test_native_tables_are_on_unless_turned_off():
+    assert load_settings({}).native_tables
+    for off in ("0", "false", "OFF", " no "):
+        assert not load_settings({"DOCKHAND_NATIVE_TABLES": off}).native_tables
+    assert load_settings({"DOCKHAND_NATIVE_TABLES": "1"}).native_tables
+    with pytest.raises(ConfigError) as exc:
+        load_settings({"DOCKHAND_NATIVE_TABLES": "sometimes"})
+    assert exc.value.problems == ["DOCKHAND_NATIVE_TABLES='sometimes' must be 1 (lists as Slack tables) "
+                                  "or 0 (code blocks, as the CLI prints them)"]

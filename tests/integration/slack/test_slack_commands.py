@@ -72,6 +72,7 @@ async def test_read_only_commands_answer_ephemerally_with_a_share_button(slack_a
     assert reply.body["response_type"] == "ephemeral"
     assert re.search(expect, reply.text), reply.text[:2000]
     assert stack.docker_host in reply.text  # the context line names the target
+    assert "Dockhand's sample engine" in reply.text  # ...and says it is the sample engine (its label)
     assert [b["action_id"] for b in buttons(reply.body)].count("dockhand.share") == 1
     if command == "/search" and "limit 3" in text:
         assert len(re.findall(r"^\S+/?\S*\s{3,}.*\s\d+(\s+\[OK\])?$", reply.text, re.M)) <= 3
@@ -81,7 +82,8 @@ async def test_in_channel_visibility_has_no_share_button(slack_app, engine_servi
     h = await slack_app(engine_services(), reply_visibility="in_channel")
     reply = await h.reply(await h.command("/images"))
     assert reply.body["response_type"] == "in_channel"
-    assert not buttons(reply.body)
+    # only the table's "As the CLI prints it" (each click answers the clicker alone)
+    assert [b["action_id"] for b in buttons(reply.body)] == ["dockhand.cli"]
 
 
 async def test_usage_error_is_a_clear_message_with_a_hint(slack_app, engine_services):

@@ -52,11 +52,12 @@ async def test_pull_posts_in_the_channel_then_updates_it(slack_app, engine_servi
     post = (await fake_slack.wait_for("api", "chat.postMessage"))[0]
     assert post.body["channel"] == "CDOCKHAND"
     assert re.search(rf"<@UALICE> is pulling `{re.escape(img.ref)}` on `{re.escape(stack.docker_host)}`…", post.text)
+    assert "Dockhand's sample engine" in post.text  # the engine's own label, from the first message on
     assert message_problems(post.body) == []
     final = await fake_slack.wait_for("api", "chat.update", where=lambda c: "pulled" in c.text, timeout=60)
     assert final[0].body["channel"] == "CDOCKHAND"
     assert ":white_check_mark: <@UALICE> pulled" in final[0].text
-    assert "Status: Downloaded newer image" in final[0].text
+    assert "Status: Downloaded newer image" in final[0].text and "Dockhand's sample engine" in final[0].text
     assert message_problems(final[0].body) == []
     assert not fake_slack.responses(sent.rid), "the channel message is the answer"
     docker_client.images.get(img.ref)  # it is really there now
