@@ -119,7 +119,7 @@ def start_tls_engine(root: Path) -> TLSEngine:
     os.makedirs(paths.root, exist_ok=True)
     port = stackmod.free_port()
     s = certs.server
-    stackmod.start_dockerd(paths, ("--tlsverify", "--tlscacert", str(s / "ca.pem"),
+    stackmod.start_dockerd(paths, extra_args=("--tlsverify", "--tlscacert", str(s / "ca.pem"),
                                    "--tlscert", str(s / "server-cert.pem"), "--tlskey", str(s / "server-key.pem"),
                                    "--host", f"tcp://127.0.0.1:{port}"))
     return TLSEngine(paths, f"tcp://127.0.0.1:{port}", certs)
