@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import uuid
@@ -341,3 +342,25 @@ def test_an_explicit_engine_that_is_down_stops_every_mode(stack, tmp_path):
         r = dockhand(*args, env=env_for(stack, DOCKER_HOST=host, **extra), input="images\n")
         assert r.returncode == 1, (args, r.stderr)
         assert one_line(r.stderr) == f"dockhand: No Docker Engine answered at {host} (DOCKER_HOST): Connection refused"
+
+
+# --------------------------------------------------------------------------
+# scripts/run picks the engine as Dockhand does
+
+
+def test_scripts_run_reaches_a_tls_engine_and_a_current_context(stack, tls_engine, tls_image, cli_contexts):
+    """Its probe uses Dockhand's own resolution: TLS files (REQUESTS_CA_BUNDLE cannot replace the CA), and
+    the docker config's current context counts as a choice (no sample engine started in its place)."""
+    from tests.integration.test_run_script import run_env, scripts_run, unused_stack_dir
+
+    d = unused_stack_dir()
+    r = scripts_run("shell", "-c", "images", env=run_env(DOCKHAND_STACK_DIR=d, **tls_engine.env()))
+    assert r.returncode == 0, r.stderr
+    assert tls_image.split(":")[0] in r.stdout and not os.path.exists(d)
+    env = R.stackmod.clean_env()
+    env["DOCKER_CONFIG"] = str(cli_contexts)
+    subprocess.run([R.stackmod.docker_cli(), "context", "use", "wrong-ca"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    r = scripts_run("shell", "-c", "images", env=run_env(DOCKHAND_STACK_DIR=d, DOCKER_CONFIG=str(cli_contexts)))
+    assert r.returncode == 1 and not os.path.exists(d)
+    assert one_line(r.stderr).startswith(f"dockhand: No Docker Engine answered at {tls_engine.url} (context wrong-ca")
