@@ -190,6 +190,10 @@ class EngineTarget:
             entry = ssh_config.lookup(host)
             if "proxycommand" in entry:
                 return
+            if "proxyjump" in entry:  # paramiko (and so docker-py) ignores it: it would connect directly
+                raise paramiko.SSHException(
+                    f"~/.ssh/config has ProxyJump for {host}, which the Docker SDK's ssh does not follow: "
+                    f"use ProxyCommand ssh -W %h:%p {entry['proxyjump']} instead")
             host = entry.get("hostname", host)
             if port is None and "port" in entry:
                 port = int(entry["port"])

@@ -403,3 +403,17 @@ def test_something_else_than_an_engine_is_said_in_words():
     plain.reason = "WRONG_VERSION_NUMBER"
     assert map_error(ConnectionError(plain), host=HOST, operation="connect").detail == (
         "TLS: the engine does not speak TLS on this port (wrong version number)")
+
+
+def test_ssh_proxyjump_is_named_instead_of_a_direct_connection(tmp_path, monkeypatch):
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Host build-1\n  ProxyJump bastion.example\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(paramiko.SSHException) as info:
+        EngineTarget("ssh://deploy@build-1").probe_ssh(1)
+    err = map_error(info.value, host="ssh://deploy@build-1", operation="connect")
+    assert err.detail == ("ssh: ~/.ssh/config has ProxyJump for build-1, which the Docker SDK's ssh does not "
+                          "follow: use ProxyCommand ssh -W %h:%p bastion.example instead")
+    # a ProxyCommand is the SDK's way: nothing is probed directly
+    (tmp_path / ".ssh" / "config").write_text("Host build-1\n  ProxyCommand ssh -W %h:%p bastion.example\n")
+    EngineTarget("ssh://deploy@build-1").probe_ssh(1)
