@@ -310,6 +310,13 @@ def test_pull_and_removal_over_ssh(stack, sshd):
         stack.docker("rmi", ref, check=False)
 
 
+def test_docker_run_over_ssh(stack, sshd):
+    """The run's own client opens its own ssh session, with the same settings."""
+    r = dockhand("shell", "-c", f"run {stack.seed('busybox_136')} echo hello-over-ssh", env=env_for(stack, **sshd.env()))
+    assert r.returncode == 0, r.stderr
+    assert "hello-over-ssh" in r.stdout
+
+
 def test_ssh_failures_are_one_line(stack, sshd, tmp_path):
     unknown_host = tmp_path / "unknown-host"
     (unknown_host / ".ssh").mkdir(parents=True)
