@@ -124,7 +124,8 @@ class ContainerRuns:
         except _RunStopped:
             outcome = _RunStopped()
         except Exception as exc:  # noqa: BLE001 - every failure reaches the caller as a typed error
-            outcome = map_error(exc, host=self._host, operation=OP_RUN, timeout=self._timeout, ref=job.image)
+            outcome = map_error(exc, host=self._host, operation=OP_RUN, timeout=self._timeout, ref=job.image,
+                                label=getattr(self, "_label", ""))
         finally:
             problem = _remove_run(api, job.name) if created and api is not None else ""
             if problem:
@@ -133,6 +134,8 @@ class ContainerRuns:
                 elif isinstance(outcome, EngineError):
                     outcome = EngineError(f"{outcome.message} (and the container {job.name} could not be "
                                           f"removed: {problem})", outcome.hint)
+            if isinstance(outcome, EngineError) and hasattr(self, "_for_people"):
+                outcome = self._for_people(outcome)
             if api is not None:
                 with contextlib.suppress(Exception):
                     api.close()
