@@ -45,7 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import resource
+import socket
 import time
 from collections import Counter, OrderedDict
 from typing import Awaitable, Callable, Optional
@@ -61,7 +64,12 @@ FD_RESERVE = 64  # file descriptors kept for everything else (engine, Slack, sto
 BACKLOG = 1024  # pending connections the kernel keeps for accept()
 KEEPALIVE = 15.0  # seconds an idle kept-alive connection stays open
 
-READING, WORKING, IDLE = "reading", "working", "idle"
+# a connection is READING its request, has RECEIVED all of it (headers and the body its
+# Content-Length announced), is WORKING (the app answers it) or IDLE (kept alive between requests)
+READING, RECEIVED, WORKING, IDLE = "reading", "received", "working", "idle"
+ACCEPT_BATCH = 64  # connections accepted per turn of the event loop (asyncio's backlog argument)
+HEAD_LIMIT = 16 * 1024  # bytes of a request head kept to find its end and Content-Length
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?$")
 BODY_KEY = web.RequestKey("dockhand_body", bytes) if hasattr(web, "RequestKey") else "dockhand_body"
 
 
@@ -117,49 +125,108 @@ class FloodLog:
         self.log.warning(fmt, *args)
 
 
-class _Conn:
-    __slots__ = ("inner", "transport", "state", "since", "peer")
+CHUNKED = 1 << 62  # `need` of a chunked body: the app reads it (with the time left)
 
-    def __init__(self, inner, transport, now: float):
-        self.inner, self.transport, self.state, self.since = inner, transport, READING, now
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        self.peer = peer[0] if isinstance(peer, tuple) and peer else "?"
+
+class _Conn:
+    __slots__ = ("wrapper", "inner", "transport", "state", "since", "peer", "head", "need", "seen", "buffer")
+
+    def __init__(self, wrapper, transport, now: float):
+        self.wrapper, self.inner, self.transport = wrapper, None, transport
+        self.state, self.since = READING, now
+        self.peer = _peer(transport)
+        self.head = b""  # the request head so far (until its blank line)
+        self.need: Optional[int] = None  # body bytes still to come, once the head is complete
+        self.seen = 0  # bytes of this request so far
+        self.buffer: Optional[bytearray] = bytearray()  # the first request, until it is complete
+
+    def take(self, data: bytes) -> str:
+        """Follow the request's bytes just enough to know when all of it is
+        here (aiohttp parses it for real). Returns "" or why to refuse it now:
+        "body too large" (its Content-Length is over MAX_BODY) or "head too
+        large". RECEIVED once the head and the body its Content-Length
+        announced have arrived; a chunked body is the app's to read."""
+        self.seen += len(data)
+        if self.need is None:
+            self.head += data[:HEAD_LIMIT + 4]
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return "head too large" if len(self.head) > HEAD_LIMIT else ""
+            head = self.head[:end + 2]
+            self.head = b""
+            m = _CONTENT_LENGTH.search(head)
+            if b"chunked" in head.lower() or (m is None and b"content-length" in head.lower()):
+                self.need = CHUNKED
+                return ""
+            length = int(m.group(1)) if m else 0
+            if length > MAX_BODY:
+                return "body too large"
+            self.need = length - (self.seen - (end + 4))
+        elif self.need != CHUNKED:
+            self.need -= len(data)
+        if self.need <= 0:
+            self.state = RECEIVED
+        return ""
+
+    def reset(self) -> None:
+        self.head, self.need, self.seen = b"", None, 0
+
+
+_REFUSALS = {"body too large": b"HTTP/1.1 413 Payload Too Large\r\n",
+             "head too large": b"HTTP/1.1 431 Request Header Fields Too Large\r\n"}
 
 
 class _GuardedProtocol(asyncio.Protocol):
-    """Forwards everything to aiohttp's protocol for this connection, telling
-    the guard when it opens, receives and closes."""
+    """One connection. Its first request is held here until it has fully
+    arrived (head and body); only then is aiohttp's protocol made and given
+    it, so a client that trickles costs a buffer and a timer, not a request
+    handler. Later requests on a kept-alive connection go straight to aiohttp
+    (the guard still times them)."""
 
-    def __init__(self, guard: "ConnectionGuard", make_inner):
-        self.guard, self.make_inner = guard, make_inner
+    def __init__(self, guard: "ConnectionGuard"):
+        self.guard = guard
         self.conn: Optional[_Conn] = None
 
     def connection_made(self, transport) -> None:
         self.conn = self.guard.opened(self, transport)
-        if self.conn is not None:
-            self.conn.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.conn is not None:
-            self.guard.received(self.conn)
-            self.conn.inner.data_received(data)
+        conn = self.conn
+        if conn is None:
+            return
+        if conn.inner is not None:
+            self.guard.received(conn, data)
+            conn.inner.data_received(data)
+            return
+        if len(conn.buffer) + len(data) > MAX_BODY + HEAD_LIMIT:  # pipelined requests, or a lie
+            conn.buffer = None
+            self.guard.refuse_early(conn, "body too large")
+            return
+        conn.buffer += data
+        why = conn.take(data)
+        if why:
+            self.guard.refuse_early(conn, why)
+        elif conn.state == RECEIVED or conn.need == CHUNKED:
+            self.guard.hand_over(conn)
 
     def eof_received(self):
-        return self.conn.inner.eof_received() if self.conn is not None else None
+        conn = self.conn
+        return conn.inner.eof_received() if conn is not None and conn.inner is not None else None
 
     def pause_writing(self) -> None:
-        if self.conn is not None:
+        if self.conn is not None and self.conn.inner is not None:
             self.conn.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        if self.conn is not None:
+        if self.conn is not None and self.conn.inner is not None:
             self.conn.inner.resume_writing()
 
     def connection_lost(self, exc) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
             self.guard.closed(conn)
-            conn.inner.connection_lost(exc)
+            if conn.inner is not None:
+                conn.inner.connection_lost(exc)
 
 
 class ConnectionGuard:
@@ -169,53 +236,79 @@ class ConnectionGuard:
                  clock: Callable[[], float] = time.monotonic):
         self.max_connections = connection_limit(max_connections)
         self.read_timeout, self.flood, self.metrics, self.clock = read_timeout, flood, metrics, clock
-        self.conns: "OrderedDict[object, _Conn]" = OrderedDict()  # aiohttp protocol -> conn, oldest first
+        self.conns: "OrderedDict[_GuardedProtocol, _Conn]" = OrderedDict()  # oldest (state change) first
+        self.by_inner: dict[object, _Conn] = {}  # aiohttp's protocol -> its connection
         self.factory: Optional[Callable[[], asyncio.Protocol]] = None
         self._sweeper: Optional[asyncio.Task] = None
 
     # -- connections
 
     def protocol(self) -> asyncio.Protocol:
-        return _GuardedProtocol(self, self.factory)
+        return _GuardedProtocol(self)
 
     def opened(self, wrapper: _GuardedProtocol, transport) -> Optional[_Conn]:
-        now = self.clock()
         if len(self.conns) >= self.max_connections and not self._evict_one():
             self.flood.note("connection limit", _peer(transport), f"{len(self.conns)} open, all being answered")
             transport.abort()
             return None
-        conn = _Conn(self.factory(), transport, now)
-        self.conns[conn.inner] = conn
+        conn = _Conn(wrapper, transport, self.clock())
+        self.conns[wrapper] = conn
         self._gauge()
         return conn
 
+    def hand_over(self, conn: _Conn) -> None:
+        """The first request has arrived: aiohttp takes the connection."""
+        data, conn.buffer = bytes(conn.buffer or b""), None
+        conn.inner = self.factory()
+        self.by_inner[conn.inner] = conn
+        conn.inner.connection_made(conn.transport)
+        if not conn.transport.is_closing():
+            conn.inner.data_received(data)
+
+    def refuse_early(self, conn: _Conn, why: str) -> None:
+        """Answer (413, 431) and close, before aiohttp ever sees the request."""
+        self.flood.note(why, conn.peer, f"from its head, over {MAX_BODY} bytes" if why == "body too large"
+                        else f"over {HEAD_LIMIT} bytes")
+        self._forget(conn)
+        conn.transport.write(_REFUSALS[why] + b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+        conn.transport.close()
+
     def _evict_one(self) -> bool:
-        """Close the connection that has waited longest for its request (or idled); False if none."""
+        """Close the connection that has waited longest for its request (or
+        idled); False if none: every open one has its whole request."""
         for conn in self.conns.values():
-            if conn.state != WORKING:
+            if conn.state in (READING, IDLE):
                 self.flood.note("evicted at the connection limit", conn.peer,
                                 f"{self.max_connections} connections open")
                 self._drop(conn)
                 return True
         return False
 
+    def _forget(self, conn: _Conn) -> None:
+        if self.conns.pop(conn.wrapper, None) is not None:
+            self._gauge()
+        if conn.inner is not None:
+            self.by_inner.pop(conn.inner, None)
+
     def _drop(self, conn: _Conn) -> None:
-        self.conns.pop(conn.inner, None)
-        self._gauge()
+        self._forget(conn)
         conn.transport.abort()
 
-    def received(self, conn: _Conn) -> None:
-        if conn.state == IDLE:  # the next request on a kept-alive connection starts now
+    def received(self, conn: _Conn, data: bytes) -> None:
+        """Bytes for aiohttp on a connection it already has (a kept-alive one)."""
+        if conn.state == IDLE:  # the next request starts now
+            conn.reset()
             self._set(conn, READING)
+        if conn.state == READING:
+            conn.take(data)  # aiohttp answers an oversized one itself (413 from the middleware)
 
     def closed(self, conn: _Conn) -> None:
-        if self.conns.pop(conn.inner, None) is not None:
-            self._gauge()
+        self._forget(conn)
 
     def _set(self, conn: _Conn, state: str) -> None:
         conn.state, conn.since = state, self.clock()
-        if conn.inner in self.conns:
-            self.conns.move_to_end(conn.inner)
+        if conn.wrapper in self.conns:
+            self.conns.move_to_end(conn.wrapper)
 
     def _gauge(self) -> None:
         if self.metrics is not None:
@@ -224,7 +317,7 @@ class ConnectionGuard:
     # -- requests (from the middleware)
 
     def of(self, request: web.Request) -> Optional[_Conn]:
-        return self.conns.get(request.protocol)
+        return self.by_inner.get(request.protocol)
 
     def deadline(self, conn: Optional[_Conn]) -> float:
         """Seconds left to receive the request on ``conn``."""
@@ -235,9 +328,10 @@ class ConnectionGuard:
     def working(self, conn: Optional[_Conn]) -> None:
         if conn is not None:
             conn.state = WORKING
+            conn.reset()
 
     def answered(self, conn: Optional[_Conn]) -> None:
-        if conn is not None and conn.inner in self.conns:
+        if conn is not None and conn.wrapper in self.conns:
             self._set(conn, IDLE)
 
     # -- the sweeper
@@ -296,9 +390,17 @@ class GuardedSite(web.TCPSite):
         assert server is not None
         self.guard.factory = server
         loop = asyncio.get_running_loop()
+        # asyncio accepts up to `backlog` connections per turn of the loop: a small batch, so a
+        # burst of new connections cannot push out (evict) one that arrived a moment earlier
+        # before its bytes are even read; then a long queue in the kernel (listen() again),
+        # so a burst does not make the kernel drop a real client's SYN (a 1 s retransmit).
         self._server = await loop.create_server(self.guard.protocol, self._host, self._port,
-                                                ssl=self._ssl_context, backlog=self._backlog,
+                                                ssl=self._ssl_context, backlog=max(1, min(ACCEPT_BATCH, self._backlog,
+                                                                          self.guard.max_connections // 4)),
                                                 reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+        for sock in self._server.sockets:
+            with socket.socket(fileno=os.dup(sock.fileno())) as same:
+                same.listen(self._backlog)
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
         self.guard.start()
@@ -358,9 +460,11 @@ class FrontDoor:
                                        f"no complete request within {self.guard.read_timeout:g}s", close=True)
                 except web.HTTPRequestEntityTooLarge:
                     return self.refuse(request, 413, "body too large", f"more than {MAX_BODY} bytes", close=True)
-                except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
-                    self.flood.note("connection lost while reading", _peer_of(request), type(exc).__name__)
-                    raise web.HTTPBadRequest(text="incomplete request\n")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - closed mid-body (often by the guard): nobody to answer
+                    return self.refuse(request, 400, "connection lost while reading", type(exc).__name__,
+                                       close=True)
                 request[BODY_KEY] = body
             self.guard.working(conn)
             try:
