@@ -65,8 +65,12 @@ class ContainerRuns:
             loop = asyncio.get_running_loop()
             job.future = loop.create_future()
             threading.Thread(target=self._run_worker, args=(job, loop), name="dockhand-run", daemon=False).start()
+            started = time.monotonic()
             try:
                 outcome = await asyncio.shield(job.future)
+                observe = getattr(self, "_observe", None)  # engine call latency (bot/metrics.py)
+                if observe is not None:
+                    observe(OP_RUN, started, isinstance(outcome, RunResult))
             except asyncio.CancelledError:
                 job.stop.set()
                 with contextlib.suppress(Exception):  # wakes the thread's wait; it removes the container

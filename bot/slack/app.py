@@ -199,9 +199,10 @@ class SlackEvents:
 
     The front door's middleware has read the body (in time, within the size
     cap). An unauthenticated request that is malformed gets a 4xx and one
-    quiet line (or a count in the flood summary), never a traceback: a
-    missing or non-numeric timestamp, a body that is not UTF-8, a bad
-    signature or a timestamp more than 5 minutes off. Bolt checks the
+    quiet line (or a count in the flood summary), never a traceback: no
+    signature or timestamp (401), a timestamp that is not a number (400), a
+    body that is not UTF-8 (400), a bad signature or a timestamp more than 5
+    minutes off (401). Bolt checks the
     signature again (it always does)."""
 
     def __init__(self, app: AsyncApp, signing_secret: str, door: FrontDoor, metrics: Metrics):
@@ -214,10 +215,11 @@ class SlackEvents:
         body = body_of(request)
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
-        if not timestamp or not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        if not signature or not timestamp:
+            return self.door.refuse(request, 401, "no signature", text="not signed: X-Slack-Signature and "
+                                    "X-Slack-Request-Timestamp are required\n")
+        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
             return self.door.refuse(request, 400, "bad timestamp header", text="bad X-Slack-Request-Timestamp\n")
-        if not signature:
-            return self.door.refuse(request, 401, "no signature", text="missing X-Slack-Signature\n")
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:

@@ -18,10 +18,15 @@ and a traceback in the log. So Dockhand runs the aiohttp server itself
   whole request at once, as Slack does, is answered long before it could be
   the oldest, while clients that trickle are the ones pushed out. When every
   open connection is being answered, the new one is refused.
+* **A connection's first request is held by the guard until it has fully
+  arrived** (its head, and the body its ``Content-Length`` announced): only
+  then is aiohttp's protocol made and given it, so a client that trickles
+  costs a small buffer, not a request handler and its task.
 * **A request must arrive within ``read_timeout`` seconds**, headers and body
   together, counted from its first byte (or from the connection when nothing
-  came yet): a sweeper closes connections that take longer, and the body is
-  read with the time left.
+  came yet): a sweeper closes connections that take longer; a later request
+  on a kept-alive connection, or a chunked body, is read by the app with the
+  time left.
 * **A body over** :data:`MAX_BODY` **is refused at once** (413) from its
   ``Content-Length``, before a byte of it is read, and a body without one is
   cut at that size. Slack's payloads are a few kilobytes: a slash command is
@@ -29,8 +34,9 @@ and a traceback in the log. So Dockhand runs the aiohttp server itself
   Dockhand keeps under ~10,000 characters of blocks, and URL-encoding can
   triple that. 256 KiB leaves eight times that margin.
 * **Malformed unauthenticated requests get a 4xx**, checked before Bolt sees
-  them: a missing or non-numeric ``X-Slack-Request-Timestamp`` (400), a body
-  that is not UTF-8 (400), a bad signature or stale timestamp (401); another
+  them: no signature or timestamp (401), a non-numeric
+  ``X-Slack-Request-Timestamp`` (400), a body that is not UTF-8 (400), a bad
+  signature or stale timestamp (401); another
   path is a 404, another method a 405.
 * **The log stays short** (:class:`FloodLog`): the first refusal of a quiet
   period is logged as one line (no traceback); the rest are summed up in one

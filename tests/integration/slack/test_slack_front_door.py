@@ -59,7 +59,8 @@ async def test_malformed_unauthenticated_requests_get_a_4xx_and_a_quiet_log(slac
          b"text=\xff\xfe\xfd&command=/images", 400),
         ({**form, "X-Slack-Request-Timestamp": "-1", "X-Slack-Signature": "v0=00"}, body, 400),
         ({**form, "X-Slack-Request-Timestamp": "9" * 40, "X-Slack-Signature": "v0=00"}, body, 400),
-        ({**form, "X-Slack-Request-Timestamp": now}, body, 401),  # no signature
+        ({**form, "X-Slack-Request-Timestamp": now}, body, 401),  # not signed
+        (form, body, 401),
         ({**form, "X-Slack-Request-Timestamp": now, "X-Slack-Signature": "v0=" + "0" * 64}, body, 401),
         ({**form, **signed_headers(SIGNING_SECRET, body, timestamp=int(time.time()) - 3600)}, body, 401),  # stale
         # signed, but JSON that does not parse
@@ -101,7 +102,7 @@ async def test_malformed_unauthenticated_requests_get_a_4xx_and_a_quiet_log(slac
     assert value(scraped, "dockhand_http_refused_total", reason="bad timestamp header") == 3
     assert value(scraped, "dockhand_http_refused_total", reason="body not UTF-8") == 1
     assert value(scraped, "dockhand_http_refused_total", reason="bad signature or stale timestamp") == 2
-    assert value(scraped, "dockhand_http_refused_total", reason="no signature") == 1
+    assert value(scraped, "dockhand_http_refused_total", reason="no signature") == 2
     assert value(scraped, "dockhand_http_refused_total", reason="body too large") == 2
     assert value(scraped, "dockhand_http_refused_total", reason="head too large") == 1
 
