@@ -5,7 +5,7 @@
   back, and a Dockhand that keeps serving can tell people the engine is down.
   The small JSON body reports the engine::
 
-      {"status": "ok" | "degraded", "host": "<DOCKHAND_HOST_LABEL>",
+      {"status": "ok" | "degraded", "host": "<DOCKHAND_HOST_LABEL, or null>",
        "engine": {"reachable": true, "version": "20.10.24", "api_version": "1.41"},
        "uptime_seconds": 12.3}
 
@@ -77,7 +77,7 @@ class EngineProbe:
 class Status:
     """The three endpoints for one app."""
 
-    def __init__(self, probe: EngineProbe, metrics: Metrics, label: str, *, mode: str = "http"):
+    def __init__(self, probe: EngineProbe, metrics: Metrics, label: str | None, *, mode: str = "http"):
         self.probe, self.metrics, self.label, self.mode = probe, metrics, label, mode
 
     async def body(self) -> dict[str, Any]:

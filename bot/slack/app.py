@@ -143,7 +143,9 @@ def status_of(runtime: SlackRuntime, mode: str) -> Status:
     """``/healthz``, ``/readyz``, ``/metrics`` for this app (``bot/health.py``)."""
     probe = EngineProbe(runtime.services.engine, metrics=runtime.metrics,
                         timeout=min(PROBE_TIMEOUT, runtime.settings.engine_timeout))
-    return Status(probe, runtime.metrics, runtime.host, mode=mode)
+    # only the label: without one, the host is known by DOCKER_HOST, an address that is not shown here
+    return Status(probe, runtime.metrics, runtime.settings.host_label or runtime.services.host_label or None,
+                  mode=mode)
 
 
 def web_app(app: AsyncApp, runtime: SlackRuntime, *, drain: float = DRAIN_SECONDS) -> web.Application:

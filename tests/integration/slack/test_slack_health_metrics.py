@@ -130,10 +130,13 @@ async def test_pulls_in_flight_and_slack_429s_are_counted(slack_app, engine_serv
         == len(fake_slack.api_calls("chat.update"))
 
 
-async def test_the_probe_is_cached_and_bounded(slack_app, engine_services, fake_slack):
+async def test_the_probe_is_cached_and_without_a_label_no_address_is_shown(slack_app, engine_services,
+                                                                            fake_slack, stack):
     h = await slack_app(engine_services())
     probe_status = (await asyncio.gather(*(h.get("/healthz") for _ in range(30))))
     assert all(status == 200 for status, _ in probe_status)
+    for _, text in probe_status:
+        assert json.loads(text)["host"] is None and "docker.sock" not in text and stack.docker_host not in text
     text = (await h.get("/metrics"))[1]
     # 31 requests within the probe's cache time: one engine call (version) at most two
     assert value(samples(text), "dockhand_engine_call_seconds_count", call="version", outcome="ok") <= 2
