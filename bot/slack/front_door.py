@@ -161,8 +161,9 @@ class _Conn:
             head = self.head[:end + 2]
             self.head = b""
             m = _CONTENT_LENGTH.search(head)
-            if b"chunked" in head.lower() or (m is None and b"content-length" in head.lower()):
-                self.need = CHUNKED
+            low = head.lower()
+            if b"chunked" in low or b"100-continue" in low or (m is None and b"content-length" in low):
+                self.need = CHUNKED  # the app reads the body (and answers 100 Continue first)
                 return ""
             length = int(m.group(1)) if m else 0
             if length > MAX_BODY:

@@ -77,3 +77,9 @@ def test_the_connection_limit_stays_under_the_file_limit(monkeypatch):
     assert connection_limit(5000) == (1024 - front_door.FD_RESERVE) // 2
     monkeypatch.setattr(resource, "getrlimit", lambda what: (40, 40))
     assert connection_limit(256) == 8
+
+
+def test_a_client_waiting_for_100_continue_is_handed_to_the_app_at_once():
+    c = _Conn(None, Transport(), 0)
+    c.take(b"POST /slack/events HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+    assert c.need == CHUNKED  # the app answers 100 Continue and reads the body within the time left
