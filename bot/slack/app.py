@@ -204,8 +204,7 @@ class SlackEvents:
     quiet line (or a count in the flood summary), never a traceback: no
     signature or timestamp (401), a timestamp that is not a number (400), a
     body that is not UTF-8 (400), a bad signature or a timestamp more than 5
-    minutes off (401). Bolt checks the
-    signature again (it always does)."""
+    minutes off (401). Bolt checks the signature again (it always does)."""
 
     def __init__(self, app: AsyncApp, signing_secret: str, door: FrontDoor, metrics: Metrics):
         self.app, self.door, self.metrics = app, door, metrics

@@ -57,7 +57,7 @@ import resource
 import socket
 import time
 from collections import Counter, OrderedDict
-from typing import Awaitable, Callable, Optional
+from typing import Callable, Optional
 
 from aiohttp import web
 
@@ -477,8 +477,8 @@ class FrontDoor:
             try:
                 return await handler(request)
             except web.HTTPNotFound:
-                return self.refuse(request, 404, "unknown path", request.path[:80].encode("ascii", "replace")
-                                   .decode("ascii"))
+                shown = "".join(c if c.isascii() and c.isprintable() else "?" for c in request.raw_path[:80])
+                return self.refuse(request, 404, "unknown path", shown)  # a client's text: printable ASCII only
             except web.HTTPMethodNotAllowed:
                 return self.refuse(request, 405, "method not allowed", request.method[:16])
         finally:
@@ -492,5 +492,3 @@ def body_of(request: web.Request) -> bytes:
     except KeyError:
         return b""
 
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

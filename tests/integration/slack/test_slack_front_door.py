@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from tests.fakes.scrape import samples, value
 from tests.fakes.slack_api import SIGNING_SECRET, command_payload, form_body, sign, signed_headers
