@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"dockhand: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    from bot import logs
+
+    logs.setup(settings, stream=sys.stderr)  # text or JSON lines, secrets redacted
     if mode is None:
         mode = "slack" if settings.slack_enabled else "shell"
 

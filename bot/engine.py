@@ -60,6 +60,7 @@ from bot.engine_errors import (  # the error mapping lives there
     OP_VERSION,
     OP_CONTAINERS,
     OP_DF,
+    hide_address,
     map_error,
     map_stream_error,
     _is_timeout,
@@ -73,6 +74,7 @@ from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY, Registry
 from handlers.errors import (
     EngineError,
     EngineTimeout,
+    EngineUnreachable,
     InvalidArgument,
 )
 from handlers.ports import (
@@ -168,7 +170,8 @@ class DockerEngine(ContainerRuns):
 
     def __init__(self, docker_host: str, *, timeout: float = 60.0, max_workers: int = 8,
                  stall_timeout: float = DEFAULT_STALL_TIMEOUT, credentials: CredentialStore | None = None,
-                 per_person: int = DEFAULT_PER_PERSON, per_registry: int = DEFAULT_PER_REGISTRY):
+                 per_person: int = DEFAULT_PER_PERSON, per_registry: int = DEFAULT_PER_REGISTRY,
+                 label: str = "", metrics=None):
         if max_workers < 2:
             raise ValueError("max_workers must be at least 2")
         if per_person < 1 or per_registry < 1:
@@ -176,6 +179,15 @@ class DockerEngine(ContainerRuns):
         if stall_timeout <= 0:
             raise ValueError("stall_timeout must be more than 0 seconds")
         self._host = docker_host
+        # How replies name this host (DOCKHAND_HOST_LABEL). With a label, errors for people name
+        # the label, never the socket path or address (those go to the log only).
+        self._label = label
+        self._shown = label or docker_host
+        self._last_address_log = float("-inf")
+        # bot.metrics.Metrics of the app, or None: engine call latency, pulls in flight
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.track_pulls(lambda: self.active_pulls)
         self._timeout = float(timeout)
         # A pull that receives nothing for this long ends (DOCKHAND_PULL_STALL_TIMEOUT).
         self._stall_timeout = float(stall_timeout)
@@ -233,16 +245,39 @@ class DockerEngine(ContainerRuns):
                 try:
                     api = docker.APIClient(base_url=self._host, version="auto", timeout=self._timeout)
                 except Exception as exc:
-                    raise map_error(exc, host=self._host, operation=OP_CONNECT,
-                                    timeout=self._timeout) from exc
+                    raise self._for_people(map_error(exc, host=self._host, operation=OP_CONNECT,
+                                                     timeout=self._timeout, label=self._label)) from exc
                 self._api = api
             return self._api
 
     def _check_open(self) -> None:
         if self._closed:
-            raise EngineError(f"the connection to the engine at {self._host} is closed")
+            raise EngineError(f"the connection to the engine at {self._shown} is closed")
+
+    def _for_people(self, error: EngineError) -> EngineError:
+        """``error`` as people may see it: with a host label set, the engine's
+        address never appears in it (``hide_address``); the address goes to the
+        log instead, at most once a minute."""
+        if not self._label:
+            return error
+        import time
+
+        hidden = hide_address(error, self._host, self._label)
+        now = time.monotonic()
+        if isinstance(hidden, (EngineUnreachable, EngineTimeout)) and now - self._last_address_log >= 60:
+            self._last_address_log = now
+            log.warning("engine %s at %s: %s", self._label, self._host, hidden.message)
+        return hidden
+
+    def _observe(self, call: str, started: float, ok: bool) -> None:
+        if self.metrics is not None:
+            import time
+
+            self.metrics.engine_call(call, time.monotonic() - started, ok)
 
     async def _run(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "") -> T:
+        import time
+
         self._check_open()
 
         def work() -> T:
@@ -250,16 +285,21 @@ class DockerEngine(ContainerRuns):
             try:
                 return fn(api)
             except Exception as exc:
-                raise map_error(exc, host=self._host, operation=operation,
-                                timeout=self._timeout, ref=ref) from exc
+                raise self._for_people(map_error(exc, host=self._host, operation=operation,
+                                                 timeout=self._timeout, ref=ref, label=self._label)) from exc
 
         loop = asyncio.get_running_loop()
+        started, ok = time.monotonic(), False
         try:
-            return await loop.run_in_executor(self._executor, work)
+            result = await loop.run_in_executor(self._executor, work)
+            ok = True
+            return result
         except RuntimeError as exc:
             if self._closed:  # shut down while we were waiting for a worker
-                raise EngineError(f"the connection to the engine at {self._host} is closed") from exc
+                raise EngineError(f"the connection to the engine at {self._shown} is closed") from exc
             raise
+        finally:
+            self._observe(operation, started, ok)
 
     def _registry_gate(self) -> RegistryLane:
         loop = asyncio.get_running_loop()
@@ -321,7 +361,10 @@ class DockerEngine(ContainerRuns):
             except RuntimeError as exc:
                 with self._streams_lock:
                     self._streams.discard(stream)
-                raise EngineError(f"the connection to the engine at {self._host} is closed") from exc
+                raise EngineError(f"the connection to the engine at {self._shown} is closed") from exc
+            import time
+
+            started, ok = time.monotonic(), False
             try:
                 while True:
                     kind, payload = await queue.get()
@@ -332,10 +375,12 @@ class DockerEngine(ContainerRuns):
                     elif kind == "stopped":  # only close() stops a pull someone still reads
                         raise EngineError(
                             f"the pull of {ref} was stopped: the connection to the engine at "
-                            f"{self._host} is closed")
+                            f"{self._shown} is closed")
                     else:
+                        ok = True
                         return
             finally:
+                self._observe(OP_PULL, started, ok)
                 stream.stop()
                 if not fut.done():
                     # The worker was woken by stop(); this wait is short. (It
@@ -403,8 +448,8 @@ class DockerEngine(ContainerRuns):
                                                 error=auth.scrub(event.error))
                 put("event", event)
                 if event.error:  # an error inside a 200 stream: it ends here
-                    terminal = ("error", _for_person(map_stream_error(event.error, operation=OP_PULL, ref=ref),
-                                                     auth))
+                    terminal = ("error", self._for_people(_for_person(
+                        map_stream_error(event.error, operation=OP_PULL, ref=ref), auth)))
                     return
             terminal = ("stopped", None) if stream.stopped else ("done", None)
         except Exception as exc:
@@ -413,15 +458,16 @@ class DockerEngine(ContainerRuns):
                     error: EngineError = EngineTimeout(
                         f"the pull of {ref} was stopped: the registry sent nothing for "
                         f"{_fmt_seconds(self._stall_timeout)} s",
-                        f"Nothing arrived from the engine at {self._host} for "
+                        f"Nothing arrived from the engine at {self._shown} for "
                         f"{_fmt_seconds(self._stall_timeout)} s (DOCKHAND_PULL_STALL_TIMEOUT), so Dockhand "
                         "ended the pull and the engine's transfer with it. Check the registry and the "
                         "host's way to it, then pull again; raise DOCKHAND_PULL_STALL_TIMEOUT if the "
                         "registry is only slow.")
                     log.warning("pull %s: nothing received for %g s: stopped", ref, self._stall_timeout)
                 else:
-                    error = map_error(exc, host=self._host, operation=OP_PULL, timeout=self._timeout, ref=ref)
-                terminal = ("error", _for_person(error, auth))
+                    error = map_error(exc, host=self._host, operation=OP_PULL, timeout=self._timeout, ref=ref,
+                                      label=self._label)
+                terminal = ("error", self._for_people(_for_person(error, auth)))
         finally:
             stream.release()  # first: stop() no longer touches the socket
             if conn is not None:
@@ -449,13 +495,15 @@ class DockerEngine(ContainerRuns):
         def work(api: docker.APIClient) -> list[RemoveResult | EngineError]:
             path = _unix_socket_path(self._host)
             if path is not None:
-                return _remove_over_one_connection(path, api.api_version, calls, self._host, self._timeout)
+                done = _remove_over_one_connection(path, api.api_version, calls, self._host, self._timeout)
+                return [self._for_people(r) if isinstance(r, EngineError) else r for r in done]
             out: list[RemoveResult | EngineError] = []
             for ref, force, noprune in calls:
                 try:
                     out.append(RemoveResult(*_untagged_deleted(api.remove_image(ref, force=force, noprune=noprune))))
                 except Exception as exc:  # noqa: BLE001 - one outcome per call
-                    out.append(map_error(exc, host=self._host, operation=OP_REMOVE, timeout=self._timeout, ref=ref))
+                    out.append(self._for_people(map_error(exc, host=self._host, operation=OP_REMOVE,
+                                                          timeout=self._timeout, ref=ref, label=self._label)))
             return out
 
         return await self._run(OP_REMOVE, work)
