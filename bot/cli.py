@@ -57,11 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"dockhand: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    from bot import logs
+
+    logs.setup(settings, stream=sys.stderr)  # text or JSON lines, secrets redacted
     from bot.engine_check import quiet_sdk_logs
 
-    quiet_sdk_logs(settings.log_level)
+    quiet_sdk_logs(settings.log_level)  # the transport libraries' own failure logs (paramiko)
     if mode is None:
         mode = "slack" if settings.slack_enabled else "shell"
 

@@ -58,6 +58,13 @@ class Settings:
     reply_visibility: str = "ephemeral"  # or "in_channel"
     native_tables: bool = True  # lists as Slack data_table blocks (False: code blocks, as the CLI prints them)
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object a line, for log shippers
+    # the HTTP front door (bot/slack/front_door.py)
+    http_read_timeout: float = 5.0  # seconds to receive a whole request (headers and body)
+    http_max_connections: int = 256  # open connections at once (clamped below the file limit)
+    # Socket Mode's own small listener for /healthz, /readyz and /metrics; port 0 = off
+    status_host: str = "127.0.0.1"
+    status_port: int = 3001
     # `docker run` smoke tests: time limit (s), memory (bytes), CPUs, processes
     run_timeout: float = 30.0
     run_memory: int = 256 * 1024 * 1024
@@ -210,6 +217,23 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         problems.append(f"DOCKHAND_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR")
         log_level = "INFO"
 
+    log_format = env.get("DOCKHAND_LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        problems.append(f"DOCKHAND_LOG_FORMAT={log_format!r} must be 'text' or 'json'")
+        log_format = "text"
+
+    status_raw = env.get("DOCKHAND_STATUS_PORT", "").strip().lower() or "3001"
+    if status_raw == "off":
+        status_port = 0
+    else:
+        try:
+            status_port = int(status_raw)
+            if not 0 < status_port < 65536:
+                raise ValueError
+        except ValueError:
+            problems.append(f"DOCKHAND_STATUS_PORT={status_raw!r} is not a TCP port (1-65535) or 'off'")
+            status_port = 3001
+
     admins = _grants(env, "DOCKHAND_ADMINS", problems)
     channels = frozenset(c.strip() for c in env.get("DOCKHAND_CHANNELS", "").split(",") if c.strip())
     for c in channels:
@@ -256,6 +280,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         reply_visibility=visibility,
         native_tables=native_tables,
         log_level=log_level,
+        log_format=log_format,
+        http_read_timeout=_float(env, "DOCKHAND_HTTP_READ_TIMEOUT", 5.0, problems),
+        http_max_connections=_positive(env, "DOCKHAND_HTTP_MAX_CONNECTIONS", 256, problems, kind=int,
+                                       unit="connections"),
+        status_host=env.get("DOCKHAND_STATUS_HOST", "").strip() or "127.0.0.1",
+        status_port=status_port,
         run_timeout=_float(env, "DOCKHAND_RUN_TIMEOUT", 30.0, problems),
         run_memory=_ram(env, "DOCKHAND_RUN_MEMORY", 256 * 1024 * 1024, problems),
         run_cpus=_positive(env, "DOCKHAND_RUN_CPUS", 1.0, problems),

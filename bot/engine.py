@@ -61,6 +61,7 @@ from bot.engine_errors import (  # the error mapping lives there
     OP_VERSION,
     OP_CONTAINERS,
     OP_DF,
+    hide_address,
     map_error,
     map_stream_error,
     _is_timeout,
@@ -207,7 +208,8 @@ class DockerEngine(ContainerRuns):
 
     def __init__(self, docker_host: "str | EngineTarget", *, timeout: float = 60.0, max_workers: int = 8,
                  stall_timeout: float = DEFAULT_STALL_TIMEOUT, credentials: CredentialStore | None = None,
-                 per_person: int = DEFAULT_PER_PERSON, per_registry: int = DEFAULT_PER_REGISTRY):
+                 per_person: int = DEFAULT_PER_PERSON, per_registry: int = DEFAULT_PER_REGISTRY,
+                 label: str = "", metrics=None):
         if max_workers < 2:
             raise ValueError("max_workers must be at least 2")
         if per_person < 1 or per_registry < 1:
@@ -216,6 +218,15 @@ class DockerEngine(ContainerRuns):
             raise ValueError("stall_timeout must be more than 0 seconds")
         self._target = docker_host if isinstance(docker_host, EngineTarget) else _target_of(docker_host)
         self._host = self._target.url
+        # How replies name this host (DOCKHAND_HOST_LABEL). With a label, errors for people name
+        # the label, never the socket path or address (those go to the log only).
+        self._label = label
+        self._shown = label or self._host
+        self._last_address_log = float("-inf")
+        # bot.metrics.Metrics of the app, or None: engine call latency, pulls in flight
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.track_pulls(lambda: self.active_pulls)
         self._timeout = float(timeout)
         # A pull that receives nothing for this long ends (DOCKHAND_PULL_STALL_TIMEOUT).
         self._stall_timeout = float(stall_timeout)
@@ -277,26 +288,54 @@ class DockerEngine(ContainerRuns):
                 try:
                     api = _api_client(self._target, self._timeout)
                 except Exception as exc:
-                    raise self._map(exc, operation=OP_CONNECT,
-                                    timeout=self._timeout) from exc
+                    raise self._map(exc, operation=OP_CONNECT, timeout=self._timeout) from exc
                 self._api = api
             return self._api
 
-    def _map(self, exc: BaseException, *, operation: str, timeout: float | None = None, ref: str = "") -> EngineError:
-        """:func:`map_error` for this engine; an unreachable engine chosen by a
-        context (or named in a configuration) gets a hint naming that, not DOCKER_HOST."""
-        error = map_error(exc, host=self._host, operation=operation, timeout=timeout, ref=ref)
+    def _mapped(self, exc: BaseException, *, operation: str, timeout: float | None = None,
+                ref: str = "") -> EngineError:
+        """:func:`map_error` for this engine (with its label); an unreachable
+        engine chosen by a context (or named in a configuration) gets a hint
+        naming that, not DOCKER_HOST, unless a label already hides the address."""
+        error = map_error(exc, host=self._host, operation=operation, timeout=timeout, ref=ref, label=self._label)
         source = self._target.source.split(" (")[0]  # "context prod", without the config file's path
-        if isinstance(error, EngineUnreachable) and source != "DOCKER_HOST":
+        if isinstance(error, EngineUnreachable) and source != "DOCKER_HOST" and not self._label:
             error.hint = (f"Dockhand tried {self._host}, chosen by {source}. Start the engine there, or "
                           "choose another with DOCKER_HOST or DOCKER_CONTEXT (`docker context ls`).")
         return error
 
+    def _map(self, exc: BaseException, *, operation: str, timeout: float | None = None, ref: str = "") -> EngineError:
+        """:meth:`_mapped`, as people may see it (:meth:`_for_people`)."""
+        return self._for_people(self._mapped(exc, operation=operation, timeout=timeout, ref=ref))
+
     def _check_open(self) -> None:
         if self._closed:
-            raise EngineError(f"the connection to the engine at {self._host} is closed")
+            raise EngineError(f"the connection to the engine at {self._shown} is closed")
+
+    def _for_people(self, error: EngineError) -> EngineError:
+        """``error`` as people may see it: with a host label set, the engine's
+        address never appears in it (``hide_address``); the address goes to the
+        log instead, at most once a minute."""
+        if not self._label:
+            return error
+        import time
+
+        hidden = hide_address(error, self._host, self._label)
+        now = time.monotonic()
+        if isinstance(hidden, (EngineUnreachable, EngineTimeout)) and now - self._last_address_log >= 60:
+            self._last_address_log = now
+            log.warning("engine %s at %s: %s", self._label, self._host, hidden.message)
+        return hidden
+
+    def _observe(self, call: str, started: float, ok: bool) -> None:
+        if self.metrics is not None:
+            import time
+
+            self.metrics.engine_call(call, time.monotonic() - started, ok)
 
     async def _run(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "") -> T:
+        import time
+
         self._check_open()
 
         def work() -> T:
@@ -304,16 +343,20 @@ class DockerEngine(ContainerRuns):
             try:
                 return fn(api)
             except Exception as exc:
-                raise self._map(exc, operation=operation,
-                                timeout=self._timeout, ref=ref) from exc
+                raise self._map(exc, operation=operation, timeout=self._timeout, ref=ref) from exc
 
         loop = asyncio.get_running_loop()
+        started, ok = time.monotonic(), False
         try:
-            return await loop.run_in_executor(self._executor, work)
+            result = await loop.run_in_executor(self._executor, work)
+            ok = True
+            return result
         except RuntimeError as exc:
             if self._closed:  # shut down while we were waiting for a worker
-                raise EngineError(f"the connection to the engine at {self._host} is closed") from exc
+                raise EngineError(f"the connection to the engine at {self._shown} is closed") from exc
             raise
+        finally:
+            self._observe(operation, started, ok)
 
     def _registry_gate(self) -> RegistryLane:
         loop = asyncio.get_running_loop()
@@ -375,7 +418,10 @@ class DockerEngine(ContainerRuns):
             except RuntimeError as exc:
                 with self._streams_lock:
                     self._streams.discard(stream)
-                raise EngineError(f"the connection to the engine at {self._host} is closed") from exc
+                raise EngineError(f"the connection to the engine at {self._shown} is closed") from exc
+            import time
+
+            started, ok = time.monotonic(), False
             try:
                 while True:
                     kind, payload = await queue.get()
@@ -386,10 +432,12 @@ class DockerEngine(ContainerRuns):
                     elif kind == "stopped":  # only close() stops a pull someone still reads
                         raise EngineError(
                             f"the pull of {ref} was stopped: the connection to the engine at "
-                            f"{self._host} is closed")
+                            f"{self._shown} is closed")
                     else:
+                        ok = True
                         return
             finally:
+                self._observe(OP_PULL, started, ok)
                 stream.stop()
                 if not fut.done():
                     # The worker was woken by stop(); this wait is short. (It
@@ -461,8 +509,8 @@ class DockerEngine(ContainerRuns):
                                                 error=auth.scrub(event.error))
                 put("event", event)
                 if event.error:  # an error inside a 200 stream: it ends here
-                    terminal = ("error", _for_person(map_stream_error(event.error, operation=OP_PULL, ref=ref),
-                                                     auth))
+                    terminal = ("error", self._for_people(_for_person(
+                        map_stream_error(event.error, operation=OP_PULL, ref=ref), auth)))
                     return
             terminal = ("stopped", None) if stream.stopped else ("done", None)
         except Exception as exc:
@@ -471,15 +519,15 @@ class DockerEngine(ContainerRuns):
                     error: EngineError = EngineTimeout(
                         f"the pull of {ref} was stopped: the registry sent nothing for "
                         f"{_fmt_seconds(self._stall_timeout)} s",
-                        f"Nothing arrived from the engine at {self._host} for "
+                        f"Nothing arrived from the engine at {self._shown} for "
                         f"{_fmt_seconds(self._stall_timeout)} s (DOCKHAND_PULL_STALL_TIMEOUT), so Dockhand "
                         "ended the pull and the engine's transfer with it. Check the registry and the "
                         "host's way to it, then pull again; raise DOCKHAND_PULL_STALL_TIMEOUT if the "
                         "registry is only slow.")
                     log.warning("pull %s: nothing received for %g s: stopped", ref, self._stall_timeout)
                 else:
-                    error = self._map(exc, operation=OP_PULL, timeout=self._timeout, ref=ref)
-                terminal = ("error", _for_person(error, auth))
+                    error = self._mapped(exc, operation=OP_PULL, timeout=self._timeout, ref=ref)
+                terminal = ("error", self._for_people(_for_person(error, auth)))
         finally:
             stream.release()  # first: stop() no longer touches the socket
             if conn is not None:
@@ -507,7 +555,8 @@ class DockerEngine(ContainerRuns):
 
         def work(api: docker.APIClient) -> list[RemoveResult | EngineError]:
             if self._target.speaks_http:
-                return _remove_over_one_connection(self._target, api.api_version, calls, self._timeout)
+                done = _remove_over_one_connection(self._target, api.api_version, calls, self._timeout)
+                return [self._for_people(r) if isinstance(r, EngineError) else r for r in done]
             out: list[RemoveResult | EngineError] = []
             for ref, force, noprune in calls:
                 try:

@@ -13,6 +13,7 @@ import http.client
 import re
 import socket
 import ssl
+import urllib.parse
 from typing import Iterable, Sequence
 
 import docker
@@ -232,13 +233,69 @@ def map_stream_error(message: str, *, operation: str = OP_PULL, ref: str = "") -
 
 
 def map_error(exc: BaseException, *, host: str, operation: str,
-              timeout: float | None = None, ref: str = "") -> EngineError:
+              timeout: float | None = None, ref: str = "", label: str = "") -> EngineError:
     """Turn any exception of docker-py or its transport into a typed error.
 
     ``operation`` names what was being done (``image pull``); ``ref`` the image
     it was done to, when there is one; ``timeout`` the engine's timeout in
-    seconds (for the wording of :class:`EngineTimeout`).
+    seconds (for the wording of :class:`EngineTimeout`). ``host`` is the
+    engine's address (DOCKER_HOST); with a ``label`` (DOCKHAND_HOST_LABEL) the
+    error names the label and never the address (:func:`hide_address`).
     """
+    error = _map_error(exc, host=label or host, operation=operation, timeout=timeout, ref=ref)
+    return hide_address(error, host, label) if label else error
+
+
+def unreachable_hint(label: str) -> str:
+    return (f"Start the Docker Engine of {label}, or check DOCKER_HOST in Dockhand's settings "
+            "(the address Dockhand tried is in its log).")
+
+
+def address_forms(address: str) -> list[str]:
+    """The ways an engine address can show up in a message: the DOCKER_HOST
+    value, a unix socket's path, a TCP ``host:port`` (longest first)."""
+    forms = {address}
+    parsed = urllib.parse.urlsplit(address)
+    if parsed.scheme in ("unix", "npipe") and (parsed.path or parsed.netloc):
+        forms.add(parsed.path or parsed.netloc)
+    elif parsed.hostname:
+        if parsed.port:
+            forms.add(f"{parsed.hostname}:{parsed.port}")
+            forms.add(f"[{parsed.hostname}]:{parsed.port}")  # how ssh names a host on another port
+            forms.add(f"{parsed.scheme}://{parsed.hostname}:{parsed.port}")
+        if parsed.scheme == "ssh":
+            forms.add(f"{parsed.scheme}://{parsed.netloc}")
+        if parsed.hostname not in ("localhost", "127.0.0.1", "::1") and len(parsed.hostname) > 3:
+            forms.add(parsed.hostname)
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def hide_address(error: EngineError, address: str, label: str) -> EngineError:
+    """``error`` with every form of the engine's ``address`` replaced by
+    ``label`` in its message and hint (changed in place, and returned)."""
+    if not label or not address:
+        return error
+    forms = [f for f in address_forms(address) if f != label]
+
+    def clean(text: str) -> str:
+        for form in forms:
+            text = text.replace(form, label)
+        return text
+
+    if isinstance(error, EngineUnreachable):
+        error.hint = unreachable_hint(label)
+    message, hint = clean(error.message or ""), clean(error.hint or "")
+    if message != error.message:
+        error.message = message
+        error.args = (message,) + tuple(error.args[1:])
+    error.hint = hint
+    if isinstance(error, EngineUnreachable):
+        error.host = label
+    return error
+
+
+def _map_error(exc: BaseException, *, host: str, operation: str,
+               timeout: float | None = None, ref: str = "") -> EngineError:
     if isinstance(exc, EngineError):
         return exc
     if isinstance(exc, DockhandError):  # a usage error raised on the way: keep its words

@@ -65,8 +65,12 @@ class ContainerRuns:
             loop = asyncio.get_running_loop()
             job.future = loop.create_future()
             threading.Thread(target=self._run_worker, args=(job, loop), name="dockhand-run", daemon=False).start()
+            started = time.monotonic()
             try:
                 outcome = await asyncio.shield(job.future)
+                observe = getattr(self, "_observe", None)  # engine call latency (bot/metrics.py)
+                if observe is not None:
+                    observe(OP_RUN, started, isinstance(outcome, RunResult))
             except asyncio.CancelledError:
                 job.stop.set()
                 with contextlib.suppress(Exception):  # wakes the thread's wait; it removes the container
@@ -123,7 +127,7 @@ class ContainerRuns:
         except _RunStopped:
             outcome = _RunStopped()
         except Exception as exc:  # noqa: BLE001 - every failure reaches the caller as a typed error
-            outcome = self._map(exc, operation=OP_RUN, timeout=self._timeout, ref=job.image)
+            outcome = self._mapped(exc, operation=OP_RUN, timeout=self._timeout, ref=job.image)
         finally:
             problem = _remove_run(api, job.name) if created and api is not None else ""
             if problem:
@@ -132,6 +136,8 @@ class ContainerRuns:
                 elif isinstance(outcome, EngineError):
                     outcome = EngineError(f"{outcome.message} (and the container {job.name} could not be "
                                           f"removed: {problem})", outcome.hint)
+            if isinstance(outcome, EngineError) and hasattr(self, "_for_people"):
+                outcome = self._for_people(outcome)
             if api is not None:
                 with contextlib.suppress(Exception):
                     api.close()

@@ -49,9 +49,13 @@ def runner_alive(runner: str) -> bool:
     return bool(started) and _start_time(pid) == started
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics=None) -> Services:
     """The engine adapter, the state store (SQLite) and the audit log
-    (hash-chained JSON Lines) in the state directory, and the access policy."""
+    (hash-chained JSON Lines) in the state directory, and the access policy.
+
+    ``metrics``: the app's :class:`bot.metrics.Metrics` (a new one by
+    default); the engine counts its calls there (``engine.metrics``)."""
+    from bot.metrics import Metrics
     from bot.audit_log import AuditLog
     from bot.credentials import CredentialStore
     from bot.engine import DockerEngine
@@ -62,7 +66,8 @@ def build_services(settings: Settings) -> Services:
     credentials = CredentialStore(settings.registry_logins, docker_config=settings.docker_config)
     engine = DockerEngine(settings.target, timeout=settings.engine_timeout,
                           stall_timeout=settings.pull_stall_timeout, credentials=credentials,
-                          per_person=settings.per_person_registry_calls, per_registry=settings.per_registry_calls)
+                          per_person=settings.per_person_registry_calls, per_registry=settings.per_registry_calls,
+                          label=settings.host_label, metrics=metrics if metrics is not None else Metrics())
     engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host
     state = settings.state_path
     return Services(engine=engine, host_label=settings.host_label, search_index=settings.search_index,

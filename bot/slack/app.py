@@ -8,7 +8,15 @@ SIGINT:
   to ``/slack/events``; Bolt verifies every request's signature (401
   otherwise) before any listener runs.
 * Socket Mode (``SLACK_APP_TOKEN=xapp-...``): a WebSocket opened by
-  ``apps.connections.open``; no public URL needed.
+  ``apps.connections.open``; no public URL needed. ``/healthz``, ``/readyz``
+  and ``/metrics`` get a small listener of their own
+  (DOCKHAND_STATUS_HOST:DOCKHAND_STATUS_PORT, loopback by default).
+
+In HTTP mode Dockhand runs the aiohttp server itself, behind the front door
+of ``bot/slack/front_door.py`` (bounded connections, a deadline to receive
+each request, a body size cap, 4xx for malformed requests, a short log),
+with ``/healthz``, ``/readyz`` and ``/metrics`` (``bot/health.py``) beside
+``/slack/events``.
 
 On a signal it stops taking requests, lets running commands finish (up to
 :data:`DRAIN_SECONDS`), then closes the engine.
@@ -22,15 +30,24 @@ import os
 import signal
 import sys
 
+import time
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.health import PROBE_TIMEOUT, EngineProbe, Status
+from bot.metrics import Metrics
 from handlers.context import Services
 
 from . import actions, commands
+from .front_door import FrontDoor, GuardedSite, body_of
 from .ratelimit import OtherMethodsRateLimitRetryHandler
 from .runtime import HTTP_TIMEOUT, AckGate, Dispatch, SlackRuntime
 
@@ -51,21 +68,31 @@ class DockhandApp(AsyncApp):
     work after an ack can let the other acks go first (see ``AckGate``)."""
 
     ack_gate: AckGate | None = None
+    metrics: Metrics | None = None
 
     async def async_dispatch(self, req):
+        started = time.monotonic()
         gate = self.ack_gate
-        if gate is None:
-            return await super().async_dispatch(req)
-        gate.arrived()
+        if gate is not None:
+            gate.arrived()
         try:
             return await super().async_dispatch(req)
         finally:
-            gate.answered()
+            if gate is not None:
+                gate.answered()
+            # HTTP mode: the front door times the ack from the request's first byte
+            if self.metrics is not None and getattr(req, "mode", "") == "socket_mode":
+                self.metrics.ack(time.monotonic() - started)
 
 
-def build(settings: Settings, services: Services, *, dispatch: Dispatch | None = None
-          ) -> tuple[AsyncApp, SlackRuntime]:
-    """The app and the runtime its listeners share (``serve`` drains it)."""
+def build(settings: Settings, services: Services, *, dispatch: Dispatch | None = None,
+          metrics: Metrics | None = None) -> tuple[AsyncApp, SlackRuntime]:
+    """The app and the runtime its listeners share (``serve`` drains it).
+
+    ``metrics``: the app's registry; by default the engine's (``bot/wiring.py``
+    gives the engine one), else a new one. It is ``runtime.metrics``."""
+    if metrics is None:
+        metrics = getattr(services.engine, "metrics", None) or Metrics()
     client = AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=api_url(settings),
@@ -82,8 +109,9 @@ def build(settings: Settings, services: Services, *, dispatch: Dispatch | None =
         client=client,
         process_before_response=False,
     )
-    runtime = SlackRuntime(settings, services, dispatch)
+    runtime = SlackRuntime(settings, services, dispatch, metrics=metrics)
     app.ack_gate = runtime.gate
+    app.metrics = metrics
     commands.register(app, services, settings, runtime=runtime)
     actions.register(app, services, settings, runtime=runtime)
     from . import home, modals  # the Home tab and the pull form
@@ -112,14 +140,34 @@ def create_app(settings: Settings, services: Services, *, dispatch: Dispatch | N
     return build(settings, services, dispatch=dispatch)[0]
 
 
-def web_app(app: AsyncApp, runtime: SlackRuntime, *, drain: float = DRAIN_SECONDS):
-    """The aiohttp application for HTTP mode (``POST /slack/events``).
+FRONT_DOOR = web.AppKey("dockhand_front_door", FrontDoor)
+
+
+def status_of(runtime: SlackRuntime, mode: str) -> Status:
+    """``/healthz``, ``/readyz``, ``/metrics`` for this app (``bot/health.py``)."""
+    probe = EngineProbe(runtime.services.engine, metrics=runtime.metrics,
+                        timeout=min(PROBE_TIMEOUT, runtime.settings.engine_timeout))
+    # only the label: without one, the host is known by DOCKER_HOST, an address that is not shown here
+    return Status(probe, runtime.metrics, runtime.settings.host_label or runtime.services.host_label or None,
+                  mode=mode)
+
+
+def web_app(app: AsyncApp, runtime: SlackRuntime, *, drain: float = DRAIN_SECONDS) -> web.Application:
+    """The aiohttp application for HTTP mode: ``POST /slack/events`` (Bolt,
+    behind the checks of ``bot/slack/front_door.py``), ``GET /healthz``,
+    ``/readyz`` and ``/metrics``. Serve it with :func:`listen`.
 
     Its start-up opens the shared HTTP session to Slack; its shutdown (after
     the listening socket is closed) lets running commands finish for up to
     ``drain`` seconds, then closes the session.
     """
-    web_application = app.web_app(path=EVENTS_PATH)
+    settings = runtime.settings
+    door = FrontDoor(read_timeout=settings.http_read_timeout, max_connections=settings.http_max_connections,
+                     metrics=runtime.metrics)
+    events = SlackEvents(app, settings.slack_signing_secret, door, runtime.metrics)
+    web_application = door.application([web.post(EVENTS_PATH, events.handle)]
+                                       + status_of(runtime, "http").routes())
+    web_application[FRONT_DOOR] = door
 
     async def on_startup(_):
         await runtime.open(app.client)
@@ -134,6 +182,63 @@ def web_app(app: AsyncApp, runtime: SlackRuntime, *, drain: float = DRAIN_SECOND
     web_application.on_shutdown.append(on_shutdown)
     web_application.on_cleanup.append(on_cleanup)
     return web_application
+
+
+async def listen(runner: web.AppRunner, host: str, port: int) -> GuardedSite:
+    """Start serving ``runner``'s application (made by :func:`web_app` or
+    :func:`status_app`) on ``host:port`` (port 0: any free port, see
+    ``site.bound_port``), through its front door's connection guard."""
+    return await runner.app[FRONT_DOOR].listen(runner, host, port)
+
+
+def status_app(runtime: SlackRuntime) -> web.Application:
+    """Socket Mode's own small listener: ``/healthz``, ``/readyz``, ``/metrics``."""
+    door = FrontDoor(read_timeout=runtime.settings.http_read_timeout, max_connections=64,
+                     metrics=runtime.metrics)
+    application = door.application(status_of(runtime, "socket").routes())
+    application[FRONT_DOOR] = door
+    return application
+
+
+class SlackEvents:
+    """``POST /slack/events``: check what Bolt would choke on, then hand over.
+
+    The front door's middleware has read the body (in time, within the size
+    cap). An unauthenticated request that is malformed gets a 4xx and one
+    quiet line (or a count in the flood summary), never a traceback: no
+    signature or timestamp (401), a timestamp that is not a number (400), a
+    body that is not UTF-8 (400), a bad signature or a timestamp more than 5
+    minutes off (401). Bolt checks the signature again (it always does)."""
+
+    def __init__(self, app: AsyncApp, signing_secret: str, door: FrontDoor, metrics: Metrics):
+        self.app, self.door, self.metrics = app, door, metrics
+        self.verifier = SignatureVerifier(signing_secret)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        conn = self.door.guard.of(request)
+        started = conn.since if conn is not None else time.monotonic()
+        body = body_of(request)
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not signature or not timestamp:
+            return self.door.refuse(request, 401, "no signature", text="not signed: X-Slack-Signature and "
+                                    "X-Slack-Request-Timestamp are required\n")
+        if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+            return self.door.refuse(request, 400, "bad timestamp header", text="bad X-Slack-Request-Timestamp\n")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.door.refuse(request, 400, "body not UTF-8", text="the body is not UTF-8\n")
+        if not self.verifier.is_valid(body=text, timestamp=timestamp, signature=signature):
+            return self.door.refuse(request, 401, "bad signature or stale timestamp", text="invalid signature\n")
+        try:
+            bolt_request = AsyncBoltRequest(body=text, query=request.query_string, headers=request.headers)
+        except Exception as exc:  # noqa: BLE001 - signed but unreadable: a 400, one line
+            return self.door.refuse(request, 400, "unreadable payload", type(exc).__name__,
+                                    text="unreadable payload\n")
+        response = await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+        self.metrics.ack(time.monotonic() - started)
+        return response
 
 
 # --- running ------------------------------------------------------------------
@@ -152,9 +257,9 @@ class StartupError(Exception):
 
 def serve(settings: Settings, services: Services) -> int:
     """Run the Slack front end until SIGTERM/SIGINT; the process exit status."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=settings.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot import logs
+
+    logs.setup(settings)  # unless the process configured its log already (``dockhand`` does)
     try:
         return asyncio.run(_serve(settings, services))
     except StartupError as exc:
@@ -210,19 +315,17 @@ async def _check_token(client: AsyncWebClient, settings: Settings) -> str:
 
 async def _run_http(app: AsyncApp, runtime: SlackRuntime, settings: Settings, stop: asyncio.Event,
                     identity: str) -> None:
-    from aiohttp import web
-
     runner = web.AppRunner(web_app(app, runtime), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port)
     try:
-        await site.start()
+        await listen(runner, settings.http_host, settings.http_port)
     except OSError as exc:
         await runner.cleanup()
         raise StartupError(f"cannot listen on {settings.http_host}:{settings.http_port} "
                            f"({exc.strerror or exc}): choose another PORT or HOST")
-    log.info("Dockhand (%s) listening on http://%s:%d%s for Slack; target %s", identity,
-             settings.http_host, settings.http_port, EVENTS_PATH, settings.target_label)
+    log.info("Dockhand (%s) listening on http://%s:%d%s for Slack (health: /healthz, /readyz; "
+             "metrics: /metrics); target %s", identity, settings.http_host, settings.http_port, EVENTS_PATH,
+             settings.target_label)
     try:
         await stop.wait()
         log.info("stopping: no new requests; finishing running commands (up to %.0fs)", DRAIN_SECONDS)
@@ -252,6 +355,12 @@ async def _run_socket_mode(app: AsyncApp, runtime: SlackRuntime, settings: Setti
         await handler.close_async()
         await runtime.close()
         raise StartupError(f"cannot open a Socket Mode connection ({type(exc).__name__}: {exc})")
+    try:
+        status = await _start_status_listener(runtime, settings)
+    except StartupError:
+        await handler.close_async()
+        await runtime.close()
+        raise
     await handler.connect_async()
     log.info("Dockhand (%s) connected to Slack in Socket Mode; target %s", identity, settings.target_label)
     try:
@@ -261,3 +370,23 @@ async def _run_socket_mode(app: AsyncApp, runtime: SlackRuntime, settings: Setti
         await handler.close_async()
         await runtime.drain(drain)
         await runtime.close()
+        if status is not None:
+            await status.cleanup()
+
+
+async def _start_status_listener(runtime: SlackRuntime, settings: Settings) -> web.AppRunner | None:
+    """Socket Mode's ``/healthz``, ``/readyz`` and ``/metrics`` on
+    DOCKHAND_STATUS_HOST:DOCKHAND_STATUS_PORT (loopback by default; port off: none)."""
+    if not settings.status_port:
+        return None
+    runner = web.AppRunner(status_app(runtime), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await listen(runner, settings.status_host, settings.status_port)
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {settings.status_host}:{settings.status_port} for /healthz and "
+                           f"/metrics ({exc.strerror or exc}): choose another DOCKHAND_STATUS_PORT, or 'off'")
+    log.info("health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", settings.status_host,
+             settings.status_port)
+    return runner

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from typing import Awaitable, Callable, Optional
 
 from bot.config import Settings
+from bot.metrics import Metrics
 from bot.render import blockkit
 
 from .posting import ChannelPost, Message, send_response
@@ -179,9 +180,11 @@ def internal_error_message(incident: str) -> Message:
 
 
 class SlackRuntime:
-    def __init__(self, settings: Settings, services: Services, dispatch: Dispatch | None = None):
+    def __init__(self, settings: Settings, services: Services, dispatch: Dispatch | None = None,
+                 metrics: Metrics | None = None):
         self.settings = settings
         self.services = services
+        self.metrics = metrics if metrics is not None else Metrics()
         if dispatch is None:
             from handlers import dispatch as real_dispatch
             dispatch = real_dispatch
@@ -205,7 +208,8 @@ class SlackRuntime:
         import aiohttp
 
         if self.session is None or self.session.closed:
-            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT),
+                                                 trace_configs=[self._slack_calls_trace()])
         if client is not None:
             client.session = self.session
             from .directory import GroupDirectory
@@ -216,6 +220,27 @@ class SlackRuntime:
 
             if self._sweeper is None and self.services.store is not None:
                 self._sweeper = asyncio.ensure_future(slack_operations.sweep_forever(self, client))
+
+    def _slack_calls_trace(self):
+        """Counts every HTTP call to Slack on the shared session (Web API methods
+        and response_url messages, retries included) and its 429s."""
+        import aiohttp
+
+        from bot.metrics import slack_method
+
+        base = (self.settings.slack_api_url or "https://slack.com/api/")
+        base = base if base.endswith("/") else base + "/"
+        trace = aiohttp.TraceConfig()
+
+        async def on_request_end(session, context, params) -> None:
+            self.metrics.slack_call(slack_method(str(params.url), base), params.response.status)
+
+        async def on_request_exception(session, context, params) -> None:
+            self.metrics.slack_call(slack_method(str(params.url), base), 0)
+
+        trace.on_request_end.append(on_request_end)
+        trace.on_request_exception.append(on_request_exception)
+        return trace
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -305,18 +330,32 @@ class SlackRuntime:
         if pending:
             await asyncio.wait(pending, timeout=5)
 
+    def count(self, name: str, reply: Reply | None) -> None:
+        """``dockhand_commands_total``: ``name`` from the command table, the outcome from the reply."""
+        if reply is None:
+            outcome = "error"
+        elif reply.confirmation is not None:
+            outcome = "confirm"
+        else:
+            outcome = {Status.OK: "ok", Status.USAGE: "usage"}.get(reply.status, "failed")
+        self.metrics.command(name, outcome)
+
     async def dispatch(self, line: str, actor: Actor, emit: Emit = None) -> Reply:
+        from bot.metrics import command_name
+
         await self.gate.turn()
         try:
             reply = await self._dispatch(line, actor, self.services, emit)
             if not isinstance(reply, Reply):
                 raise TypeError(f"dispatch returned {type(reply).__name__}, not a Reply")
+            self.count(command_name(line), reply)
             return reply
         except asyncio.CancelledError:
             raise
         except Exception:
             incident = _incident()
             log.exception("internal error %s while running %r for %s", incident, line, actor.id)
+            self.count(command_name(line), None)
             return error_reply(line, f"Internal error, logged as {incident}.",
                                "This is a bug in Dockhand, not in your command: give the id to "
                                "whoever runs Dockhand (the details are in its log).").with_context(

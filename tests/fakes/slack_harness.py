@@ -71,6 +71,15 @@ class SlackHarness:
         self.fake, self.url, self.app, self.runtime = fake, url, app, runtime
         self.settings, self.services = settings, services
         self.session: aiohttp.ClientSession | None = None
+        self.base_url = url.rsplit("/slack/", 1)[0]  # http://127.0.0.1:PORT (health, metrics)
+        self.site = None  # the listening site (its guard: site.guard)
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """``GET base_url + path`` (``/healthz``, ``/metrics``): status and text."""
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        async with self.session.get(self.base_url + path) as r:
+            return r.status, await r.text()
 
     async def post(self, body: bytes, headers: dict) -> tuple[int, str, float]:
         if self.session is None:
@@ -117,7 +126,7 @@ class SlackHarness:
 @pytest.fixture
 async def slack_app(fake_slack):
     """Factory: ``await slack_app(services, **settings)`` -> a running :class:`SlackHarness`."""
-    from bot.slack.app import EVENTS_PATH, build, web_app
+    from bot.slack.app import EVENTS_PATH, build, listen, web_app
 
     started: list[tuple[SlackHarness, web.AppRunner]] = []
 
@@ -129,10 +138,10 @@ async def slack_app(fake_slack):
         app, runtime = build(settings, services, dispatch=dispatch)
         runner = web.AppRunner(web_app(app, runtime, drain=10), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        site = await listen(runner, "127.0.0.1", 0)  # the real front door, as `dockhand slack` serves it
+        port = site.bound_port
         harness = SlackHarness(fake_slack, f"http://127.0.0.1:{port}{EVENTS_PATH}", app, runtime, settings, services)
+        harness.base_url, harness.site = f"http://127.0.0.1:{port}", site
         started.append((harness, runner))
         return harness
 

@@ -407,3 +407,30 @@ async def test_unix_socket_that_refuses(tmp_path):
             await engine.close()
     finally:
         s.close()
+
+
+# --- a host label: people see the label, never the engine's address ----------------------------
+
+def test_with_a_label_errors_name_it_and_never_the_address():
+    import requests as _requests
+
+    from bot.engine_errors import hide_address, map_error as _map_error
+    from handlers.errors import EngineError as _EngineError, EngineUnreachable as _EngineUnreachable
+
+    address = "unix:///run/secret-place/docker.sock"
+    exc = _requests.exceptions.ConnectionError(FileNotFoundError(2, "No such file or directory"))
+    err = _map_error(exc, host=address, operation="image list", label="prod-web-1")
+    assert isinstance(err, _EngineUnreachable)
+    assert err.message.startswith("Cannot connect to the Docker daemon at prod-web-1.")
+    assert "secret-place" not in err.message + err.hint and "unix://" not in err.message + err.hint
+    assert "prod-web-1" in err.hint and "log" in err.hint
+    # any other text that carries the address, in any of its forms
+    odd = _map_error(RuntimeError("gave up on /run/secret-place/docker.sock"), host=address,
+                     operation="info", label="prod-web-1")
+    assert "secret-place" not in odd.message and "prod-web-1" in odd.message
+    tcp = hide_address(_EngineError("dial tcp 10.1.2.3:2376: i/o timeout", "check tcp://10.1.2.3:2376"),
+                       "tcp://10.1.2.3:2376", "db-2")
+    assert "10.1.2.3" not in tcp.message + tcp.hint and "db-2" in tcp.message
+    # without a label, nothing changes: the CLI's words with the address
+    plain = _map_error(exc, host=address, operation="image list")
+    assert address in plain.message and f"DOCKER_HOST={address}" in plain.hint

@@ -46,7 +46,7 @@ def user_env(fake, stack, **extra) -> dict:
            if not k.startswith(("SLACK_", "DOCKHAND_")) and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
     env.update(SLACK_BOT_TOKEN=fake.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=fake.api_url,
                HOST="127.0.0.1", DOCKER_HOST=stack.docker_host, DOCKHAND_SEARCH_INDEX=stack.index,
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=str(ROOT), DOCKHAND_STATUS_PORT=str(free_port()))  # Socket Mode's /healthz listener
     env.update(extra)
     return {k: v for k, v in env.items() if v is not None}
 
