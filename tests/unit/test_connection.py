@@ -417,3 +417,11 @@ def test_ssh_proxyjump_is_named_instead_of_a_direct_connection(tmp_path, monkeyp
     # a ProxyCommand is the SDK's way: nothing is probed directly
     (tmp_path / ".ssh" / "config").write_text("Host build-1\n  ProxyCommand ssh -W %h:%p bastion.example\n")
     EngineTarget("ssh://deploy@build-1").probe_ssh(1)
+
+
+def test_a_host_label_hides_an_ssh_address_in_every_form():
+    import paramiko as pm
+
+    exc = pm.SSHException("Server '[10.1.2.3]:2222' not found in known_hosts")
+    err = map_error(exc, host="ssh://deploy@10.1.2.3:2222", operation="connect", label="build-1")
+    assert "10.1.2.3" not in err.message + err.hint and "build-1" in err.message
