@@ -119,9 +119,14 @@ def start_tls_engine(root: Path) -> TLSEngine:
     os.makedirs(paths.root, exist_ok=True)
     port = stackmod.free_port()
     s = certs.server
-    stackmod.start_dockerd(paths, extra_args=("--tlsverify", "--tlscacert", str(s / "ca.pem"),
-                                   "--tlscert", str(s / "server-cert.pem"), "--tlskey", str(s / "server-key.pem"),
-                                   "--host", f"tcp://127.0.0.1:{port}"))
+    try:
+        stackmod.start_dockerd(paths, extra_args=("--tlsverify", "--tlscacert", str(s / "ca.pem"),
+                                                  "--tlscert", str(s / "server-cert.pem"),
+                                                  "--tlskey", str(s / "server-key.pem"),
+                                                  "--host", f"tcp://127.0.0.1:{port}"))
+    except BaseException:
+        stackmod.stop_dockerd(paths)  # a dockerd that failed may leave its data-root mounted
+        raise
     return TLSEngine(paths, f"tcp://127.0.0.1:{port}", certs)
 
 

@@ -37,7 +37,11 @@ DOCKER_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_T
 @pytest.fixture(scope="module")
 def tls_engine(stack):
     root = R.temp_root("dh-tls-")
-    engine = R.start_tls_engine(root)
+    try:
+        engine = R.start_tls_engine(root)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     try:
         yield engine
     finally:
