@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     from bot import logs
 
     logs.setup(settings, stream=sys.stderr)  # text or JSON lines, secrets redacted
+    from bot.engine_check import quiet_sdk_logs
+
+    quiet_sdk_logs(settings.log_level)  # the transport libraries' own failure logs (paramiko)
     if mode is None:
         mode = "slack" if settings.slack_enabled else "shell"
 
@@ -74,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dockhand: cannot use the state directory {settings.state_path} ({exc.strerror or exc}): "
               "set DOCKHAND_STATE_DIR to a writable directory", file=sys.stderr)
         return 2
+    target = settings.target
+    if target.tls is not None and not target.tls.verify:
+        print(f"dockhand: warning: TLS to {target.url} does not verify the engine's certificate "
+              f"({target.tls.origin}); set DOCKER_TLS_VERIFY=1 to verify it", file=sys.stderr)
+    if target.explicit:
+        # DOCKER_HOST or a context names the engine: it must answer before anything is served
+        problem = asyncio.run(_reach(services, target, settings.engine_timeout))
+        if problem:
+            print(f"dockhand: {problem}", file=sys.stderr)
+            return 1
     if mode == "slack":
         from bot.slack.app import serve
 
@@ -91,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     from bot.shell import interactive
 
     return interactive(services, yes=bool(getattr(args, "yes", False)))
+
+
+async def _reach(services, target, timeout: float) -> str | None:
+    """The start-up check; when it fails, what was opened is closed again."""
+    from bot.engine_check import reach
+    from bot.wiring import close_services
+
+    problem = await reach(services.engine, target, timeout)
+    if problem:
+        await close_services(services)
+    return problem
 
 
 def _audit(args, settings) -> int:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from bot.connection import DEFAULT_UNIX_HOST, ConnectionProblem, EngineTarget, resolve
 from bot.credentials import RegistryLogin, docker_config_problems, parse_registry_logins
 from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY
 
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_DOCKER_HOST = DEFAULT_UNIX_HOST
 
 
 class ConfigError(Exception):
@@ -28,6 +29,8 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     docker_host: str = DEFAULT_DOCKER_HOST
+    # where the engine is and how to reach it (bot/connection.py): DOCKER_HOST + TLS, or a context
+    engine_target: EngineTarget | None = None
     engine_timeout: float = 60.0
     pull_stall_timeout: float = 120.0  # a pull that receives nothing for this long ends
     # fair shares of the registry lane (bot/registry_lane.py): pulls and searches in flight at once
@@ -75,6 +78,13 @@ class Settings:
     @property
     def socket_mode(self) -> bool:
         return bool(self.slack_app_token)
+
+    @property
+    def target(self) -> EngineTarget:
+        """The engine to manage: as resolved from the environment, else ``docker_host`` alone."""
+        if self.engine_target is not None:
+            return self.engine_target
+        return EngineTarget(self.docker_host, source="DOCKER_HOST", explicit=False)
 
     @property
     def target_label(self) -> str:
@@ -171,10 +181,15 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
     env = os.environ if env is None else env
     problems: list[str] = []
 
-    docker_host = env.get("DOCKER_HOST", "").strip() or DEFAULT_DOCKER_HOST
-    if "://" not in docker_host:
-        problems.append(
-            f"DOCKER_HOST={docker_host!r} has no scheme: use unix:///path/docker.sock, tcp://host:2375 or ssh://user@host")
+    # The engine, as the docker CLI finds it: DOCKER_HOST (+ DOCKER_TLS_VERIFY, DOCKER_CERT_PATH),
+    # DOCKER_CONTEXT, the config's currentContext, the default socket (bot/connection.py).
+    engine_target: EngineTarget | None = None
+    try:
+        engine_target = resolve(env)
+        problems.extend(engine_target.problems())
+    except ConnectionProblem as exc:
+        problems.append(str(exc))
+    docker_host = engine_target.url if engine_target else (env.get("DOCKER_HOST", "").strip() or DEFAULT_DOCKER_HOST)
 
     port_raw = env.get("PORT", "").strip() or "3000"
     try:
@@ -238,6 +253,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
 
     settings = Settings(
         docker_host=docker_host,
+        engine_target=engine_target,
         engine_timeout=_float(env, "DOCKHAND_ENGINE_TIMEOUT", 60.0, problems),
         pull_stall_timeout=_float(env, "DOCKHAND_PULL_STALL_TIMEOUT", 120.0, problems),
         per_person_registry_calls=_positive(env, "DOCKHAND_PER_PERSON_REGISTRY_CALLS", DEFAULT_PER_PERSON,

@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence, TypeVar
 
 import docker
+import docker.constants
 import docker.errors
 
 from bot.engine_errors import (  # the error mapping lives there
@@ -66,9 +67,11 @@ from bot.engine_errors import (  # the error mapping lives there
     _is_timeout,
     _fmt_seconds,
 )
+from bot.connection import ConnectionProblem, EngineTarget, from_url
 from bot.credentials import CredentialStore, RegistryAuth, normalize_registry, registry_of
-from bot.engine_batch import _api_error, _remove_over_one_connection, _unix_socket_path, _untagged_deleted
-from bot.engine_pull import DEFAULT_STALL_TIMEOUT, _for_person, _json_stream, _PullConnection, _PullStream
+from bot.engine_batch import _api_error, _remove_over_one_connection, _untagged_deleted
+from bot.engine_pull import (DEFAULT_STALL_TIMEOUT, _for_person, _json_stream, _pull_through_sdk, _PullConnection,
+                              _PullStream)
 from bot.engine_run import ContainerRuns
 from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY, RegistryLane
 from handlers.errors import (
@@ -161,14 +164,49 @@ def _event(raw: Mapping[str, Any]) -> PullEvent:
 
 
 
+def _target_of(docker_host: str) -> EngineTarget:
+    """An address alone: normalised as the CLI does when it can be, else kept
+    as it is (docker-py then says what is wrong with it on first use)."""
+    try:
+        return from_url(docker_host)
+    except ConnectionProblem:
+        return EngineTarget(docker_host)
+
+
+def _api_client(target: EngineTarget, timeout: float) -> docker.APIClient:
+    """docker-py's client for ``target``, at the API version the engine speaks.
+
+    docker-py negotiates the version while the client is built, before
+    ``trust_env`` can be turned off for TLS (:meth:`EngineTarget.api_client`):
+    so a first client asks for the version, and the client kept is built with it."""
+    if target.tls is not None and not target.tls.verify:
+        # DOCKER_TLS without DOCKER_TLS_VERIFY (said once at start-up): not a warning per request
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    if target.scheme == "ssh":
+        target.probe_ssh(timeout)  # paramiko's own connect has no timeout
+    if target.tls is None:
+        return docker.APIClient(**target.docker_py_kwargs(), version="auto", timeout=timeout)
+    probe = target.api_client(version=docker.constants.DEFAULT_DOCKER_API_VERSION, timeout=timeout)
+    try:
+        version = probe.version(api_version=False)["ApiVersion"]
+    except Exception as exc:  # worded as docker-py words a failed negotiation (see map_error)
+        raise docker.errors.DockerException(f"Error while fetching server API version: {exc}") from exc
+    finally:
+        probe.close()
+    return target.api_client(version=version, timeout=timeout)
+
+
 # --------------------------------------------------------------------------
 # the engine
 
 
 class DockerEngine(ContainerRuns):
-    """A Docker Engine at ``docker_host`` (``unix:///…``, ``tcp://…``)."""
+    """A Docker Engine: an :class:`~bot.connection.EngineTarget` (unix, TCP
+    with or without TLS, ssh), or its address alone (``unix:///…``, ``tcp://…``)."""
 
-    def __init__(self, docker_host: str, *, timeout: float = 60.0, max_workers: int = 8,
+    def __init__(self, docker_host: "str | EngineTarget", *, timeout: float = 60.0, max_workers: int = 8,
                  stall_timeout: float = DEFAULT_STALL_TIMEOUT, credentials: CredentialStore | None = None,
                  per_person: int = DEFAULT_PER_PERSON, per_registry: int = DEFAULT_PER_REGISTRY,
                  label: str = "", metrics=None):
@@ -178,11 +216,12 @@ class DockerEngine(ContainerRuns):
             raise ValueError("per_person and per_registry must be at least 1")
         if stall_timeout <= 0:
             raise ValueError("stall_timeout must be more than 0 seconds")
-        self._host = docker_host
+        self._target = docker_host if isinstance(docker_host, EngineTarget) else _target_of(docker_host)
+        self._host = self._target.url
         # How replies name this host (DOCKHAND_HOST_LABEL). With a label, errors for people name
         # the label, never the socket path or address (those go to the log only).
         self._label = label
-        self._shown = label or docker_host
+        self._shown = label or self._host
         self._last_address_log = float("-inf")
         # bot.metrics.Metrics of the app, or None: engine call latency, pulls in flight
         self.metrics = metrics
@@ -221,6 +260,10 @@ class DockerEngine(ContainerRuns):
         return self._host
 
     @property
+    def target(self) -> EngineTarget:
+        return self._target
+
+    @property
     def timeout(self) -> float:
         return self._timeout
 
@@ -243,12 +286,27 @@ class DockerEngine(ContainerRuns):
         with self._api_lock:
             if self._api is None:
                 try:
-                    api = docker.APIClient(base_url=self._host, version="auto", timeout=self._timeout)
+                    api = _api_client(self._target, self._timeout)
                 except Exception as exc:
-                    raise self._for_people(map_error(exc, host=self._host, operation=OP_CONNECT,
-                                                     timeout=self._timeout, label=self._label)) from exc
+                    raise self._map(exc, operation=OP_CONNECT, timeout=self._timeout) from exc
                 self._api = api
             return self._api
+
+    def _mapped(self, exc: BaseException, *, operation: str, timeout: float | None = None,
+                ref: str = "") -> EngineError:
+        """:func:`map_error` for this engine (with its label); an unreachable
+        engine chosen by a context (or named in a configuration) gets a hint
+        naming that, not DOCKER_HOST, unless a label already hides the address."""
+        error = map_error(exc, host=self._host, operation=operation, timeout=timeout, ref=ref, label=self._label)
+        source = self._target.source.split(" (")[0]  # "context prod", without the config file's path
+        if isinstance(error, EngineUnreachable) and source != "DOCKER_HOST" and not self._label:
+            error.hint = (f"Dockhand tried {self._host}, chosen by {source}. Start the engine there, or "
+                          "choose another with DOCKER_HOST or DOCKER_CONTEXT (`docker context ls`).")
+        return error
+
+    def _map(self, exc: BaseException, *, operation: str, timeout: float | None = None, ref: str = "") -> EngineError:
+        """:meth:`_mapped`, as people may see it (:meth:`_for_people`)."""
+        return self._for_people(self._mapped(exc, operation=operation, timeout=timeout, ref=ref))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -285,8 +343,7 @@ class DockerEngine(ContainerRuns):
             try:
                 return fn(api)
             except Exception as exc:
-                raise self._for_people(map_error(exc, host=self._host, operation=operation,
-                                                 timeout=self._timeout, ref=ref, label=self._label)) from exc
+                raise self._map(exc, operation=operation, timeout=self._timeout, ref=ref) from exc
 
         loop = asyncio.get_running_loop()
         started, ok = time.monotonic(), False
@@ -421,23 +478,27 @@ class DockerEngine(ContainerRuns):
                 log.debug("pull %s: credentials for %s from %s", ref, auth.registry, auth.source)
             if stream.stopped:
                 return
-            conn = _PullConnection(self._host, self._timeout, self._stall_timeout, stream.attach)
-            conn.connect()  # from here on, every wait for the engine lasts at most the stall timeout
-            if stream.stopped:
-                return
             params = {"fromImage": repository, "tag": tag}
             if platform:
                 params["platform"] = platform  # os[/arch[/variant]], as `docker pull --platform` sends it
-            query = urllib.parse.urlencode(params)
             headers = {"Content-Length": "0"}
             if auth.header():
                 headers["X-Registry-Auth"] = auth.header()
-            sent = True
-            conn.request("POST", f"/v{version}/images/create?{query}", headers=headers)
-            response = conn.getresponse()
-            if response.status != 200:
-                raise _api_error(response.status, response.reason, response.read())
-            for raw in _json_stream(response):
+            if self._target.speaks_http:
+                conn = _PullConnection(self._target, self._timeout, self._stall_timeout, stream.attach)
+                conn.connect()  # from here on, every wait for the engine lasts at most the stall timeout
+                if stream.stopped:
+                    return
+                sent = True
+                conn.request("POST", f"/v{version}/images/create?{urllib.parse.urlencode(params)}", headers=headers)
+                response = conn.getresponse()
+                if response.status != 200:
+                    raise _api_error(response.status, response.reason, response.read())
+                events = _json_stream(response)
+            else:
+                sent = True
+                events = _pull_through_sdk(self._client(), params, headers, self._stall_timeout)
+            for raw in events:
                 if stream.stopped:
                     return
                 if not isinstance(raw, dict):
@@ -465,8 +526,7 @@ class DockerEngine(ContainerRuns):
                         "registry is only slow.")
                     log.warning("pull %s: nothing received for %g s: stopped", ref, self._stall_timeout)
                 else:
-                    error = map_error(exc, host=self._host, operation=OP_PULL, timeout=self._timeout, ref=ref,
-                                      label=self._label)
+                    error = self._mapped(exc, operation=OP_PULL, timeout=self._timeout, ref=ref)
                 terminal = ("error", self._for_people(_for_person(error, auth)))
         finally:
             stream.release()  # first: stop() no longer touches the socket
@@ -485,25 +545,24 @@ class DockerEngine(ContainerRuns):
     async def remove_many(self, calls: Sequence[tuple[str, bool, bool]]) -> list[RemoveResult | EngineError]:
         """Several removals in order, in ONE worker job.
 
-        On a unix socket they go over one kept-alive connection with the
-        standard library's HTTP client: docker-py keeps a connection pool per
-        URL there, so each ``DELETE /images/<ref>`` would open a connection of
+        On a unix socket or TCP (with or without TLS) they go over one
+        kept-alive connection with the standard library's HTTP client (over
+        ssh, through docker-py): docker-py keeps a connection pool per URL on
+        a unix socket, so each ``DELETE /images/<ref>`` would open a connection of
         its own, and its requests layer costs about a millisecond of CPU a
         call (bench/removal.py). Errors are mapped exactly as docker-py's."""
         calls = list(calls)
 
         def work(api: docker.APIClient) -> list[RemoveResult | EngineError]:
-            path = _unix_socket_path(self._host)
-            if path is not None:
-                done = _remove_over_one_connection(path, api.api_version, calls, self._host, self._timeout)
+            if self._target.speaks_http:
+                done = _remove_over_one_connection(self._target, api.api_version, calls, self._timeout)
                 return [self._for_people(r) if isinstance(r, EngineError) else r for r in done]
             out: list[RemoveResult | EngineError] = []
             for ref, force, noprune in calls:
                 try:
                     out.append(RemoveResult(*_untagged_deleted(api.remove_image(ref, force=force, noprune=noprune))))
                 except Exception as exc:  # noqa: BLE001 - one outcome per call
-                    out.append(self._for_people(map_error(exc, host=self._host, operation=OP_REMOVE,
-                                                          timeout=self._timeout, ref=ref, label=self._label)))
+                    out.append(self._map(exc, operation=OP_REMOVE, timeout=self._timeout, ref=ref))
             return out
 
         return await self._run(OP_REMOVE, work)

@@ -1,12 +1,11 @@
 """A plan's removals in one batch, over one kept-alive connection to the
-engine's unix socket (``DockerEngine.remove_many``).
+engine (its unix socket, or TCP with or without TLS; ``DockerEngine.remove_many``).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import socket
 import urllib.parse
 from typing import Iterable, Mapping
 
@@ -14,6 +13,7 @@ import docker
 import docker.errors
 import requests
 
+from bot.connection import EngineTarget
 from bot.engine_errors import OP_REMOVE, map_error
 from handlers.errors import EngineError
 from handlers.ports import RemoveResult
@@ -23,23 +23,17 @@ from handlers.ports import RemoveResult
 # batched removals
 
 
-def _unix_socket_path(host: str) -> str | None:
-    for prefix in ("unix://", "http+unix://"):
-        if host.startswith(prefix):
-            return host[len(prefix):] or None
-    return None
+class _EngineConnection(http.client.HTTPConnection):
+    """One kept-alive HTTP connection to the engine: unix socket, TCP, or TLS
+    over TCP with the target's CA, certificate and key."""
 
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+    def __init__(self, target: EngineTarget, timeout: float):
+        host, port = ("localhost", None) if target.unix_path is not None else target.address
+        super().__init__(host, port, timeout=timeout)
+        self._target = target
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+        self.sock = self._target.connect(self.timeout)
 
 
 def _api_error(status: int, reason: str, body: bytes) -> Exception:
@@ -53,9 +47,10 @@ def _api_error(status: int, reason: str, body: bytes) -> Exception:
     return docker.errors.APIError(f"{status} {reason}", response)  # pragma: no cover - it always raises
 
 
-def _remove_over_one_connection(path: str, version: str, calls: list[tuple[str, bool, bool]], host: str,
+def _remove_over_one_connection(target: EngineTarget, version: str, calls: list[tuple[str, bool, bool]],
                                 timeout: float) -> list[RemoveResult | EngineError]:
-    conn = _UnixConnection(path, timeout)
+    host = target.url
+    conn = _EngineConnection(target, timeout)
     out: list[RemoveResult | EngineError] = []
     try:
         for i, (ref, force, noprune) in enumerate(calls):

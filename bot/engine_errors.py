@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import ssl
 import urllib.parse
 from typing import Iterable, Sequence
 
@@ -120,11 +121,73 @@ def _is_timeout(exc: BaseException) -> bool:
     return False
 
 
+def tls_reason(exc: BaseException) -> str:
+    """What went wrong in a TLS handshake, in words ("" when it was not TLS).
+    Never a path or a key: only what the handshake said."""
+    for e in _walk(exc):
+        if isinstance(e, ssl.SSLCertVerificationError):
+            said = (e.verify_message or "certificate verify failed").strip()
+            if "mismatch" in said.lower():
+                return f"TLS: the engine's certificate is not for this address ({said})"
+            return f"TLS: the engine's certificate is not signed by the CA Dockhand was given ({said})"
+        if isinstance(e, ssl.SSLError):
+            said = str(e.reason or e.strerror or e).replace("_", " ").lower()
+            if any(m in said for m in ("bad certificate", "certificate required", "unknown ca",
+                                       "certificate unknown")):
+                return f"TLS: the engine refused the client certificate ({said})"
+            if "wrong version number" in said or "record layer failure" in said:
+                return f"TLS: the engine does not speak TLS on this port ({said})"
+            if isinstance(e, ssl.SSLEOFError) or "eof occurred" in said:
+                return "TLS: the engine closed the connection during the handshake (it did not accept the client certificate)"
+            return f"TLS: {said}"
+    text = str(exc)
+    if "HTTP request to an HTTPS server" in text:
+        return "the engine speaks TLS and Dockhand did not: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH"
+    return ""
+
+
+def _ssh_reason(exc: BaseException) -> str:
+    """What went wrong reaching an engine over ssh (paramiko), in words ("" when not ssh)."""
+    try:
+        import paramiko
+    except ImportError:  # pragma: no cover - installed with the package
+        return ""
+    for e in _walk(exc):
+        if isinstance(e, paramiko.AuthenticationException):
+            return ("ssh: the server refused every key offered (authentication failed): add the key to the "
+                    "user's authorized_keys, or name it with IdentityFile in ~/.ssh/config or ssh-agent")
+        if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
+            reasons = {err.strerror for err in e.errors.values() if getattr(err, "strerror", None)}
+            return f"ssh: {', '.join(sorted(reasons)) or 'cannot connect'}"
+        if isinstance(e, paramiko.SSHException):
+            said = str(e).strip() or type(e).__name__
+            if "no authentication methods" in said.lower():
+                return ("ssh: no key to offer (none in ssh-agent, ~/.ssh/id_*, or an IdentityFile "
+                        "in ~/.ssh/config for this host)")
+            if "known_hosts" in said:
+                return (f"ssh: {said}: add the host's key to ~/.ssh/known_hosts "
+                        "(ssh-keyscan, or connect once with ssh); Dockhand never accepts an unknown host key")
+            return f"ssh: {said}"
+    return ""
+
+
+def _http_status(exc: BaseException) -> str:
+    """``404 Not Found`` when an HTTP answer is among the causes ("" otherwise)."""
+    for e in _walk(exc):
+        response = getattr(e, "response", None)
+        if isinstance(e, requests.exceptions.HTTPError) and response is not None:
+            return f"{response.status_code} {response.reason or ''}".strip()
+    return ""
+
+
 def _transport_reason(exc: BaseException) -> str:
     """The OS-level reason of a transport failure, without Python reprs
     (``No such file or directory``, ``Connection refused``)."""
+    special = tls_reason(exc) or _ssh_reason(exc)
+    if special:
+        return special
     for e in _walk(exc):
-        if isinstance(e, OSError) and e.strerror:
+        if isinstance(e, OSError) and e.strerror and not isinstance(e, ssl.SSLError):
             return e.strerror
     for e in _walk(exc):
         if isinstance(e, (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
@@ -198,7 +261,10 @@ def address_forms(address: str) -> list[str]:
     elif parsed.hostname:
         if parsed.port:
             forms.add(f"{parsed.hostname}:{parsed.port}")
+            forms.add(f"[{parsed.hostname}]:{parsed.port}")  # how ssh names a host on another port
             forms.add(f"{parsed.scheme}://{parsed.hostname}:{parsed.port}")
+        if parsed.scheme == "ssh":
+            forms.add(f"{parsed.scheme}://{parsed.netloc}")
         if parsed.hostname not in ("localhost", "127.0.0.1", "::1") and len(parsed.hostname) > 3:
             forms.add(parsed.hostname)
     return sorted((f for f in forms if f), key=len, reverse=True)
@@ -240,9 +306,17 @@ def _map_error(exc: BaseException, *, host: str, operation: str,
         return _map_api_error(exc, operation=operation, ref=ref)
 
     # --- the daemon could not be asked (or did not answer) ----------------
+    ssh = _ssh_reason(exc)  # paramiko's failures leave docker-py as they are
+    if ssh:
+        return EngineUnreachable(host, ssh)
     if isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError):
         text = str(exc)
         if text.startswith("Error while fetching server API version"):
+            if "HTTP request to an HTTPS server" in text:
+                return EngineUnreachable(host, _transport_reason(exc))
+            answered = _http_status(exc)
+            if answered:  # something answered HTTP, but not as an engine does
+                return EngineUnreachable(host, f"it answered {answered} to GET /version: not a Docker Engine API")
             if _is_timeout(exc):
                 return EngineTimeout(
                     f"the engine at {host} did not answer within {_fmt_seconds(timeout)} s "

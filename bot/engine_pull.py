@@ -8,13 +8,11 @@ import codecs
 import http.client
 import json
 import socket
-import ssl
 import threading
-import urllib.parse
 from typing import Any, Callable, Iterable
 
+from bot.connection import EngineTarget
 from bot.credentials import RegistryAuth
-from bot.engine_batch import _unix_socket_path
 from bot.engine_errors import OP_PULL
 from handlers.errors import EngineError, RegistryUnauthorized
 
@@ -70,47 +68,40 @@ class _PullStream:
 
 
 class _PullConnection(http.client.HTTPConnection):
-    """HTTP to the engine on a socket this module opens itself: a unix socket
-    (``unix://``), TCP (``tcp://``, ``http://``) or TLS over TCP with the
-    system's CAs (``https://``). ``on_socket`` gets it as soon as it exists;
-    once connected, every wait for the engine lasts at most ``stall_timeout``."""
+    """HTTP to the engine on a socket this module opens itself, as the target
+    says (:meth:`bot.connection.EngineTarget.connect`): a unix socket, TCP, or
+    TLS over TCP with the target's CA, certificate and key. ``on_socket`` gets
+    it as soon as it exists; once connected, every wait for the engine lasts at
+    most ``stall_timeout``."""
 
-    def __init__(self, docker_host: str, connect_timeout: float, stall_timeout: float,
+    def __init__(self, target: EngineTarget, connect_timeout: float, stall_timeout: float,
                  on_socket: Callable[[socket.socket], None]):
-        self._unix_path = _unix_socket_path(docker_host)
-        self._tls: ssl.SSLContext | None = None
-        if self._unix_path is not None:
-            host, port = "localhost", None
-        else:
-            parsed = urllib.parse.urlsplit(docker_host)
-            try:
-                port = parsed.port
-            except ValueError:
-                port = None
-            host = parsed.hostname or ""
-            if parsed.scheme == "https" and host:
-                self._tls, port = ssl.create_default_context(), port or 443
-            elif not (parsed.scheme in ("tcp", "http") and host and port):
-                raise EngineError(f"{OP_PULL} failed: Dockhand pulls through a unix://, tcp:// or https:// "
-                                  f"DOCKER_HOST, not {docker_host}")
+        if not target.speaks_http:
+            raise EngineError(f"{OP_PULL} failed: Dockhand opens its own connection only to a unix:// or "
+                              f"tcp:// engine, not {target.url}")
+        host, port = ("localhost", None) if target.unix_path is not None else target.address
         super().__init__(host, port, timeout=connect_timeout)
+        self._target = target
         self._stall_timeout = stall_timeout
         self._on_socket = on_socket
 
     def connect(self) -> None:
-        if self._unix_path is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._on_socket(sock)
-            sock.settimeout(self.timeout)
-            sock.connect(self._unix_path)
-        else:
-            sock = socket.create_connection((self.host, self.port), self.timeout)
-            self._on_socket(sock)
-            if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
-                self._on_socket(sock)
+        sock = self._target.connect(self.timeout, self._on_socket)
         sock.settimeout(self._stall_timeout)
         self.sock = sock
+
+
+def _pull_through_sdk(api, params: dict, headers: dict, stall_timeout: float) -> Iterable[Any]:
+    """A pull over docker-py's own connection, for transports Dockhand does not
+    open itself (ssh: a channel of docker-py's paramiko session). Each read
+    waits at most ``stall_timeout``; stopping is seen between events."""
+    response = api._post(api._url("/images/create"), params=params, headers=headers, stream=True,
+                         timeout=stall_timeout)
+    api._raise_for_status(response)
+    try:
+        yield from api._stream_helper(response, decode=True)
+    finally:
+        response.close()
 
 
 def _json_stream(response: http.client.HTTPResponse) -> Iterable[Any]:

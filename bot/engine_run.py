@@ -91,8 +91,7 @@ class ContainerRuns:
         created = False
         try:
             shared = self._client()
-            api = docker.APIClient(base_url=self._host, version=shared.api_version, timeout=self._timeout,
-                                   max_pool_size=2)
+            api = self._target.api_client(version=shared.api_version, timeout=self._timeout, max_pool_size=2)
             _sweep_stale_runs(api)
             if job.stop.is_set():
                 raise _RunStopped
@@ -128,8 +127,7 @@ class ContainerRuns:
         except _RunStopped:
             outcome = _RunStopped()
         except Exception as exc:  # noqa: BLE001 - every failure reaches the caller as a typed error
-            outcome = map_error(exc, host=self._host, operation=OP_RUN, timeout=self._timeout, ref=job.image,
-                                label=getattr(self, "_label", ""))
+            outcome = self._mapped(exc, operation=OP_RUN, timeout=self._timeout, ref=job.image)
         finally:
             problem = _remove_run(api, job.name) if created and api is not None else ""
             if problem:

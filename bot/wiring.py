@@ -64,7 +64,7 @@ def build_services(settings: Settings, metrics=None) -> Services:
     from bot.store import SqliteStore
 
     credentials = CredentialStore(settings.registry_logins, docker_config=settings.docker_config)
-    engine = DockerEngine(settings.docker_host, timeout=settings.engine_timeout,
+    engine = DockerEngine(settings.target, timeout=settings.engine_timeout,
                           stall_timeout=settings.pull_stall_timeout, credentials=credentials,
                           per_person=settings.per_person_registry_calls, per_registry=settings.per_registry_calls,
                           label=settings.host_label, metrics=metrics if metrics is not None else Metrics())

@@ -45,6 +45,7 @@ class EngineUnreachable(EngineError):
             "DOCKER_HOST at a running one (`unix:///path/to/docker.sock`, `tcp://HOST:2376`), "
             "then check it with `docker info`."))
         self.host = host
+        self.detail = detail  # why, in words (the OS's reason, or what TLS or ssh said)
 
 
 class EngineTimeout(EngineError):

@@ -622,14 +622,19 @@ def reload_daemon_config(p: Paths, pid: int, registry: str) -> None:
     raise StackError(f"dockerd did not take its new Docker Hub mirror {registry} (SIGHUP)", p.dockerd_log)
 
 
-def start_dockerd(p: Paths, registry: str) -> int:
+def start_dockerd(p: Paths, registry: str | None = None, extra_args: tuple[str, ...] = ()) -> int:
+    """Start (or find running) the private dockerd of ``p``. ``registry``: the
+    sample engine's Docker Hub mirror (and its label); None: a plain private
+    engine with an empty config. ``extra_args`` adds listeners (e.g.
+    ``--host tcp://127.0.0.1:PORT --tlsverify ...``, tests/integration/remote_engines.py)."""
     pid = dockerd_pid(p)
     if pid:
         # Running (or maybe still starting: give it a moment before replacing it).
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc_alive(pid):
             if engine_ping(p):
-                if f"http://{registry}/" not in engine_mirrors(p) or not daemon_config_is(p, registry):
+                if registry is not None and (f"http://{registry}/" not in engine_mirrors(p)
+                                             or not daemon_config_is(p, registry)):
                     reload_daemon_config(p, pid, registry)
                 return pid
             time.sleep(0.2)
@@ -642,7 +647,7 @@ def start_dockerd(p: Paths, registry: str) -> int:
     for d in (p.data_root, p.exec_root):
         os.makedirs(d, mode=0o711, exist_ok=True)
     with open(p.daemon_json, "w") as f:
-        f.write(daemon_config(registry))
+        f.write(daemon_config(registry) if registry is not None else "{}\n")
     argv = [
         dockerd,
         "--data-root", p.data_root,
@@ -656,6 +661,7 @@ def start_dockerd(p: Paths, registry: str) -> int:
         "--ip-forward=false",
         "--ip-masq=false",
         "--insecure-registry", "127.0.0.0/8",
+        *extra_args,
     ]  # fmt: skip
     t0 = time.monotonic()
     proc = start_process(argv, p.dockerd_log, safety_env(), p.root, "starting dockerd")
