@@ -44,9 +44,10 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence, TypeVar
 
-import docker
-import docker.constants
-import docker.errors
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import docker
 
 from bot.engine_errors import (  # the error mapping lives there
     DAEMON_PREFIX,
@@ -64,6 +65,7 @@ from bot.engine_errors import (  # the error mapping lives there
     hide_address,
     map_error,
     map_stream_error,
+    tls_reason,
     _is_timeout,
     _fmt_seconds,
 )
@@ -178,7 +180,14 @@ def _api_client(target: EngineTarget, timeout: float) -> docker.APIClient:
 
     docker-py negotiates the version while the client is built, before
     ``trust_env`` can be turned off for TLS (:meth:`EngineTarget.api_client`):
-    so a first client asks for the version, and the client kept is built with it."""
+    so a first client asks for the version, and the client kept is built with it.
+
+    docker-py is imported here, on first use: a command that only pulls or
+    reads the version never needs it (see :meth:`DockerEngine._get_json`)."""
+    import docker
+    import docker.constants
+    import docker.errors
+
     if target.tls is not None and not target.tls.verify:
         # DOCKER_TLS without DOCKER_TLS_VERIFY (said once at start-up): not a warning per request
         import urllib3
@@ -196,6 +205,9 @@ def _api_client(target: EngineTarget, timeout: float) -> docker.APIClient:
     finally:
         probe.close()
     return target.api_client(version=version, timeout=timeout)
+
+
+MAX_JSON_BODY = 8_000_000  # bytes of one JSON answer read on Dockhand's own connection
 
 
 # --------------------------------------------------------------------------
@@ -224,9 +236,9 @@ class DockerEngine(ContainerRuns):
         self._shown = label or self._host
         self._last_address_log = float("-inf")
         # bot.metrics.Metrics of the app, or None: engine call latency, pulls in flight
-        self.metrics = metrics
+        self.metrics = None
         if metrics is not None:
-            metrics.track_pulls(lambda: self.active_pulls)
+            self.count_into(metrics)
         self._timeout = float(timeout)
         # A pull that receives nothing for this long ends (DOCKHAND_PULL_STALL_TIMEOUT).
         self._stall_timeout = float(stall_timeout)
@@ -251,6 +263,11 @@ class DockerEngine(ContainerRuns):
         self._streams: set[_PullStream] = set()
         self._streams_lock = threading.Lock()
         self._closed = False
+
+    def count_into(self, metrics) -> None:
+        """Count engine calls and pulls in flight into ``metrics`` (bot.metrics.Metrics)."""
+        self.metrics = metrics
+        metrics.track_pulls(lambda: self.active_pulls)
 
     def __repr__(self) -> str:
         return f"DockerEngine({self._host!r}, timeout={self._timeout:g})"
@@ -333,15 +350,20 @@ class DockerEngine(ContainerRuns):
 
             self.metrics.engine_call(call, time.monotonic() - started, ok)
 
-    async def _run(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "") -> T:
+    async def _run(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "",
+                   get: str = "") -> T:
+        """``fn(client)`` in a worker thread, its errors mapped. ``get``: the
+        Engine API path of a read that ``fn`` makes, answered on Dockhand's own
+        connection instead (:meth:`_get_json`) where the target speaks HTTP."""
         import time
 
         self._check_open()
 
         def work() -> T:
-            api = self._client()
             try:
-                return fn(api)
+                if get and self._target.speaks_http:
+                    return self._get_json(get)
+                return fn(self._client())
             except Exception as exc:
                 raise self._map(exc, operation=operation, timeout=self._timeout, ref=ref) from exc
 
@@ -357,6 +379,38 @@ class DockerEngine(ContainerRuns):
             raise
         finally:
             self._observe(operation, started, ok)
+
+    def _get_json(self, path: str) -> Any:
+        """``GET path`` on a connection of Dockhand's own (a worker thread), the
+        engine's JSON answer; an error answer raises as docker-py's would, so
+        :func:`map_error` words it the same. The path has no ``/vX.Y`` prefix:
+        the engine then speaks its own API version, the one docker-py's
+        ``version="auto"`` would negotiate. Reads that a one-shot command makes
+        (version, info, image inspect) need no docker-py, whose import costs
+        more than the command."""
+        conn = _PullConnection(self._target, self._timeout, self._timeout, lambda sock: None)
+        try:
+            conn.connect()
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read(MAX_JSON_BODY + 1)
+            if len(body) > MAX_JSON_BODY:
+                raise EngineError(f"the engine's answer to GET {path.split('?')[0]} is over "
+                                  f"{MAX_JSON_BODY // 1_000_000} MB")
+            if response.status != 200:
+                try:
+                    said = json.loads(body).get("message")
+                except (ValueError, AttributeError):
+                    said = None
+                if not isinstance(said, str):  # not the engine's error: something else answered HTTP
+                    text = body.decode("utf-8", "replace").strip()[:200]
+                    raise EngineUnreachable(self._host, tls_reason(ConnectionError(text)) or (
+                        f"it answered {response.status} {response.reason} to GET {path.split('?')[0]}: "
+                        "not a Docker Engine API"))
+                raise _api_error(response.status, response.reason, body)
+            return json.loads(body)
+        finally:
+            conn.close()
 
     def _registry_gate(self) -> RegistryLane:
         loop = asyncio.get_running_loop()
@@ -385,7 +439,8 @@ class DockerEngine(ContainerRuns):
         return [_summary(r) for r in raw or ()]
 
     async def inspect_image(self, ref: str) -> dict:
-        return await self._run(OP_INSPECT, lambda api: api.inspect_image(ref), ref=ref)
+        return await self._run(OP_INSPECT, lambda api: api.inspect_image(ref), ref=ref,
+                               get=f"/images/{urllib.parse.quote(ref, safe='/:')}/json")
 
     def pull(self, repository: str, tag: str, *, owner: str = "", platform: str = "") -> AsyncIterator[PullEvent]:
         """Pull ``repository:tag`` for ``owner``; events arrive as the engine sends them.
@@ -470,7 +525,6 @@ class DockerEngine(ContainerRuns):
         try:
             if stream.stopped:
                 return
-            version = self._client().api_version  # negotiated once, by the shared client
             auth = self._credentials.lookup(repository)
             if auth.problem:
                 log.warning("pull %s: no credentials for %s: %s", ref, auth.registry, auth.problem)
@@ -490,7 +544,8 @@ class DockerEngine(ContainerRuns):
                 if stream.stopped:
                     return
                 sent = True
-                conn.request("POST", f"/v{version}/images/create?{urllib.parse.urlencode(params)}", headers=headers)
+                # no /vX.Y prefix: the engine's own API version, as docker-py would negotiate it
+                conn.request("POST", f"/images/create?{urllib.parse.urlencode(params)}", headers=headers)
                 response = conn.getresponse()
                 if response.status != 200:
                     raise _api_error(response.status, response.reason, response.read())
@@ -605,10 +660,10 @@ class DockerEngine(ContainerRuns):
         ]
 
     async def info(self) -> dict:
-        return await self._run(OP_INFO, lambda api: api.info())
+        return await self._run(OP_INFO, lambda api: api.info(), get="/info")
 
     async def version(self) -> dict:
-        return await self._run(OP_VERSION, lambda api: api.version())
+        return await self._run(OP_VERSION, lambda api: api.version(), get="/version")
 
     async def containers_using(self, image_id: str) -> list[ContainerRef]:
         """Every container, running or not, made from exactly this image.

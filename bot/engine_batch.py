@@ -9,10 +9,6 @@ import json
 import urllib.parse
 from typing import Iterable, Mapping
 
-import docker
-import docker.errors
-import requests
-
 from bot.connection import EngineTarget
 from bot.engine_errors import OP_REMOVE, map_error
 from handlers.errors import EngineError
@@ -38,6 +34,9 @@ class _EngineConnection(http.client.HTTPConnection):
 
 def _api_error(status: int, reason: str, body: bytes) -> Exception:
     """The docker-py exception for an error answer, so map_error words it as usual."""
+    import docker.errors  # on an error only: see bot/engine_errors.py's _sdk
+    import requests
+
     response = requests.models.Response()
     response.status_code, response.reason, response._content = status, reason, body
     try:

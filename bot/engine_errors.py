@@ -16,10 +16,10 @@ import ssl
 import urllib.parse
 from typing import Iterable, Sequence
 
-import docker
-import docker.errors
-import requests
-import urllib3.exceptions
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import docker.errors
 
 from handlers.errors import (
     Conflict,
@@ -81,6 +81,18 @@ _CONTAINER_IN_CONFLICT = re.compile(r"container ([0-9a-f]{12,64}) is using")
 # error mapping
 
 
+
+def _sdk():
+    """docker-py, requests and urllib3, imported when an error is mapped: a
+    command that goes well never needs them (the pull, version and inspect
+    speak HTTP on Dockhand's own socket), and importing them costs a one-shot
+    command more than the command."""
+    import docker.errors
+    import requests
+    import urllib3.exceptions
+
+    return docker, requests, urllib3
+
 def _fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -110,6 +122,7 @@ def _walk(exc: BaseException) -> Iterable[BaseException]:
 
 
 def _is_timeout(exc: BaseException) -> bool:
+    _, requests, urllib3 = _sdk()
     for e in _walk(exc):
         # Could not even connect: unreachable, not slow. (urllib3's
         # NewConnectionError, "connection refused", is a ConnectTimeoutError.)
@@ -173,6 +186,7 @@ def _ssh_reason(exc: BaseException) -> str:
 
 def _http_status(exc: BaseException) -> str:
     """``404 Not Found`` when an HTTP answer is among the causes ("" otherwise)."""
+    _, requests, _ = _sdk()
     for e in _walk(exc):
         response = getattr(e, "response", None)
         if isinstance(e, requests.exceptions.HTTPError) and response is not None:
@@ -183,6 +197,7 @@ def _http_status(exc: BaseException) -> str:
 def _transport_reason(exc: BaseException) -> str:
     """The OS-level reason of a transport failure, without Python reprs
     (``No such file or directory``, ``Connection refused``)."""
+    _, requests, urllib3 = _sdk()
     special = tls_reason(exc) or _ssh_reason(exc)
     if special:
         return special
@@ -296,6 +311,7 @@ def hide_address(error: EngineError, address: str, label: str) -> EngineError:
 
 def _map_error(exc: BaseException, *, host: str, operation: str,
                timeout: float | None = None, ref: str = "") -> EngineError:
+    docker, requests, urllib3 = _sdk()
     if isinstance(exc, EngineError):
         return exc
     if isinstance(exc, DockhandError):  # a usage error raised on the way: keep its words
@@ -332,8 +348,8 @@ def _map_error(exc: BaseException, *, host: str, operation: str,
     if isinstance(exc, (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError,
                         ConnectionError, FileNotFoundError, http.client.HTTPException)):
         return EngineUnreachable(host, _transport_reason(exc))
-    if isinstance(exc, OSError) and exc.strerror:
-        return EngineUnreachable(host, exc.strerror)
+    if isinstance(exc, OSError) and exc.strerror:  # a TLS handshake's failure is one too: said in words
+        return EngineUnreachable(host, _transport_reason(exc))
 
     if isinstance(exc, docker.errors.APIError):  # an APIError without a response
         return EngineError(f"{operation} failed: {exc.explanation or 'the engine answered with an error'}")
@@ -345,6 +361,7 @@ def _map_error(exc: BaseException, *, host: str, operation: str,
 
 
 def _map_api_error(exc: docker.errors.APIError, *, operation: str, ref: str) -> EngineError:
+    docker, _, _ = _sdk()
     said = _explanation(exc)
     message = DAEMON_PREFIX + said
     status = exc.status_code or 0

@@ -14,8 +14,10 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
-import docker
-import docker.errors
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import docker
 
 from bot.engine_errors import OP_RUN, _is_timeout, map_error
 from handlers.errors import EngineError
@@ -195,6 +197,8 @@ def _run_host_config(api: docker.APIClient, limits: RunLimits) -> dict:
 
 def _kill_quietly(api: docker.APIClient, name: str) -> None:
     """SIGKILL; a container already stopped (409) or gone (404) is fine."""
+    import docker.errors  # the run's client is docker-py's: already imported
+
     try:
         api.kill(name)
     except docker.errors.APIError as exc:
@@ -205,6 +209,8 @@ def _kill_quietly(api: docker.APIClient, name: str) -> None:
 def _remove_run(api: docker.APIClient, name: str) -> str:
     """Remove a run's container and its anonymous volumes (``--rm``); "" when
     it is gone (or never was), else why not (after one retry)."""
+    import docker.errors
+
     problem = ""
     for attempt in range(2):
         try:

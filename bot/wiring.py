@@ -5,17 +5,45 @@ from __future__ import annotations
 import os
 import platform
 import socket
+from collections.abc import Mapping
 
 import bot
 from bot.config import Settings
 from handlers.context import Services
 
 
-def client_info() -> dict:
-    import docker
+class _ClientInfo(Mapping):
+    """:func:`client_info`, read the first time `docker version` asks for it:
+    finding the SDK's version costs a one-shot command more than most commands."""
 
-    return {"version": bot.__version__, "python": platform.python_version(),
-            "sdk": f"docker-py {docker.__version__}",
+    def __init__(self) -> None:
+        self._info: dict | None = None
+
+    def _get(self) -> dict:
+        if self._info is None:
+            self._info = client_info()
+        return self._info
+
+    def __getitem__(self, key):
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def client_info() -> dict:
+    """Dockhand's side of `docker version`. The SDK's version comes from its
+    installed metadata, without importing docker-py."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        sdk = f"docker-py {version('docker')}"
+    except PackageNotFoundError:  # pragma: no cover - a dependency of the package
+        sdk = "docker-py"
+    return {"version": bot.__version__, "python": platform.python_version(), "sdk": sdk,
             "os_arch": f"{platform.system().lower()}/{platform.machine()}"}
 
 
@@ -53,9 +81,8 @@ def build_services(settings: Settings, metrics=None) -> Services:
     """The engine adapter, the state store (SQLite) and the audit log
     (hash-chained JSON Lines) in the state directory, and the access policy.
 
-    ``metrics``: the app's :class:`bot.metrics.Metrics` (a new one by
-    default); the engine counts its calls there (``engine.metrics``)."""
-    from bot.metrics import Metrics
+    ``metrics``: the app's :class:`bot.metrics.Metrics`, where the engine
+    counts its calls (``engine.metrics``); None (the shell) counts nothing."""
     from bot.audit_log import AuditLog
     from bot.credentials import CredentialStore
     from bot.engine import DockerEngine
@@ -67,14 +94,14 @@ def build_services(settings: Settings, metrics=None) -> Services:
     engine = DockerEngine(settings.target, timeout=settings.engine_timeout,
                           stall_timeout=settings.pull_stall_timeout, credentials=credentials,
                           per_person=settings.per_person_registry_calls, per_registry=settings.per_registry_calls,
-                          label=settings.host_label, metrics=metrics if metrics is not None else Metrics())
+                          label=settings.host_label, metrics=metrics)
     engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host
     state = settings.state_path
     return Services(engine=engine, host_label=settings.host_label, search_index=settings.search_index,
                     # HTTP only where the engine's --insecure-registry settings (docker info) allow it
                     catalog=RegistryClient(credentials, lane=engine.registry_slot,
                                            security=EngineRegistrySecurity(engine.info)),
-                    client_info=client_info(), store=SqliteStore.open(state),
+                    client_info=_ClientInfo(), store=SqliteStore.open(state),
                     audit=AuditLog(settings.audit_log_path), policy=settings.policy(),
                     confirm_ttl=settings.confirm_ttl, runner=runner_id(), runner_alive=runner_alive)
 

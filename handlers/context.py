@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Optional
 
 from .ports import AuditSink, Engine, OperationStore, RegistryCatalog
 from .replies import Reply
@@ -43,7 +43,7 @@ class Services:
     host_label: str = ""  # how people call the target host ("prod-web-1")
     search_index: str = ""  # registry index for `search` ("" = Docker Hub)
     catalog: RegistryCatalog | None = None  # v2 catalog and tag lists, for registries without search
-    client_info: dict = field(default_factory=dict)  # Dockhand's side of `docker version`
+    client_info: Mapping = field(default_factory=dict)  # Dockhand's side of `docker version`
     engine_version: str = ""  # learnt from the engine on first success, for context lines
     # what the engine says it is (handlers/engine_identity.py: version, the sample engine's label)
     engine_identity: dict = field(default_factory=dict)

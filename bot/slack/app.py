@@ -89,10 +89,14 @@ def build(settings: Settings, services: Services, *, dispatch: Dispatch | None =
           metrics: Metrics | None = None) -> tuple[AsyncApp, SlackRuntime]:
     """The app and the runtime its listeners share (``serve`` drains it).
 
-    ``metrics``: the app's registry; by default the engine's (``bot/wiring.py``
-    gives the engine one), else a new one. It is ``runtime.metrics``."""
+    ``metrics``: the app's registry; by default the engine's, else a new one,
+    which the engine then counts into (``bot/wiring.py`` gives the engine
+    none: the shell counts nothing). It is ``runtime.metrics``."""
     if metrics is None:
         metrics = getattr(services.engine, "metrics", None) or Metrics()
+    count_into = getattr(services.engine, "count_into", None)
+    if count_into is not None and services.engine.metrics is None:
+        count_into(metrics)
     client = AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=api_url(settings),
