@@ -112,7 +112,9 @@ class RegistryClient:
         self._security = security if security is not None else EngineRegistrySecurity(None)
         self._timeout = float(timeout)
         self._max_body = int(max_body)
-        self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
+        # made on first use: loading the system's CAs costs a one-shot command ~40 ms
+        self._ssl_given = ssl_context
+        self._ssl_default: ssl.SSLContext | None = None
         self._scheme: dict[str, str] = {}  # registry -> the scheme that answered
         self._challenges: dict[str, tuple[str, dict[str, str], float]] = {}  # registry -> (kind, params, until)
         self._tokens = tokens if tokens is not None else TokenCache(clock=clock)
@@ -161,6 +163,13 @@ class RegistryClient:
 
     def _slot(self, owner: str, registry: str):
         return self._lane(owner, registry) if self._lane is not None else contextlib.nullcontext()
+
+    def _ssl(self) -> ssl.SSLContext:
+        if self._ssl_given is not None:
+            return self._ssl_given
+        if self._ssl_default is None:
+            self._ssl_default = ssl.create_default_context()
+        return self._ssl_default
 
     def _session(self):
         aiohttp = _aiohttp()
@@ -335,7 +344,7 @@ class RegistryClient:
         return token, data.get("expires_in"), ""
 
     async def _request(self, session, method, url, headers, verify=True, data=None):
-        tls = (self._ssl if verify else False) if url.startswith("https:") else None
+        tls = (self._ssl() if verify else False) if url.startswith("https:") else None
         async with session.request(method, url, headers={"Accept": "application/json", **headers}, data=data,
                                    allow_redirects=False, ssl=tls) as resp:
             chunks, size = [], 0
