@@ -72,6 +72,7 @@ async def run_once(services: Services, line: str, out=None, err=None, *, yes: bo
     out = out or sys.stdout
     err = err or sys.stderr
     actor = shell_actor()
+    engine_identity.start_learning(services)  # the context line's question, while the command runs
     await operations.recover(services)
     reply = await dispatch(line, actor, services)
     _print(reply, out, err)

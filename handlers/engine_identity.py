@@ -50,10 +50,26 @@ def sample_pull_hint(images: tuple[str, ...]) -> str:
 
 
 async def learn(services: Services) -> None:
-    """Ask the engine once for its version and labels (bounded; retried later on failure)."""
+    """Ask the engine once for its version and labels (bounded; retried later
+    on failure). Callers at the same time share one question: a front end may
+    start it early (:func:`start_learning`) so it overlaps the command."""
     ident = services.engine_identity
     if ident.get("known") or time.monotonic() < ident.get("retry_at", 0.0):
         return
+    loop = asyncio.get_running_loop()
+    pending = ident.get("pending")
+    if pending is None or pending.done() or pending.get_loop() is not loop:
+        pending = ident["pending"] = loop.create_task(_ask(services))
+    await asyncio.shield(pending)
+
+
+def start_learning(services: Services) -> None:
+    """Begin :func:`learn` in the background (a one-shot command asks while it works)."""
+    asyncio.get_running_loop().create_task(learn(services))
+
+
+async def _ask(services: Services) -> None:
+    ident = services.engine_identity
     try:
         version, info = await asyncio.wait_for(
             asyncio.gather(services.engine.version(), services.engine.info()), LEARN_TIMEOUT)
