@@ -172,6 +172,18 @@ def _float(env: Mapping[str, str], name: str, default: float, problems: list[str
     return _positive(env, name, default, problems, float, "seconds")
 
 
+def _tcp_port(env, name: str, default: int, problems: list[str], *, off: bool = False) -> int:
+    """The TCP port a setting names (its default when unset); with ``off``,
+    the word ``off`` is 0 (no listener). A bad value is a problem, one line."""
+    raw = env.get(name, "").strip().lower() or str(default)
+    if off and raw == "off":
+        return 0
+    if raw.isascii() and raw.isdigit() and 0 < int(raw) < 65536:
+        return int(raw)
+    problems.append(f"{name}={raw!r} is not a TCP port (1-65535)" + (" or 'off'" if off else ""))
+    return default
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = None) -> Settings:
     """Read settings from ``env`` (default: ``os.environ``).
 
@@ -191,14 +203,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         problems.append(str(exc))
     docker_host = engine_target.url if engine_target else (env.get("DOCKER_HOST", "").strip() or DEFAULT_DOCKER_HOST)
 
-    port_raw = env.get("PORT", "").strip() or "3000"
-    try:
-        http_port = int(port_raw)
-        if not 0 < http_port < 65536:
-            raise ValueError
-    except ValueError:
-        problems.append(f"PORT={port_raw!r} is not a TCP port (1-65535)")
-        http_port = 3000
+    http_port = _tcp_port(env, "PORT", 3000, problems)
 
     visibility = env.get("DOCKHAND_REPLY_VISIBILITY", "").strip().lower() or "ephemeral"
     if visibility not in ("ephemeral", "in_channel"):
@@ -222,17 +227,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         problems.append(f"DOCKHAND_LOG_FORMAT={log_format!r} must be 'text' or 'json'")
         log_format = "text"
 
-    status_raw = env.get("DOCKHAND_STATUS_PORT", "").strip().lower() or "3001"
-    if status_raw == "off":
-        status_port = 0
-    else:
-        try:
-            status_port = int(status_raw)
-            if not 0 < status_port < 65536:
-                raise ValueError
-        except ValueError:
-            problems.append(f"DOCKHAND_STATUS_PORT={status_raw!r} is not a TCP port (1-65535) or 'off'")
-            status_port = 3001
+    status_port = _tcp_port(env, "DOCKHAND_STATUS_PORT", 3001, problems, off=True)
 
     admins = _grants(env, "DOCKHAND_ADMINS", problems)
     channels = frozenset(c.strip() for c in env.get("DOCKHAND_CHANNELS", "").split(",") if c.strip())
