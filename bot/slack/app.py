@@ -317,16 +317,24 @@ async def _check_token(client: AsyncWebClient, settings: Settings) -> str:
     return f"{auth.get('user') or auth.get('user_id')} in {auth.get('team') or auth.get('team_id')}"
 
 
-async def _run_http(app: AsyncApp, runtime: SlackRuntime, settings: Settings, stop: asyncio.Event,
-                    identity: str) -> None:
-    runner = web.AppRunner(web_app(app, runtime), access_log=None, handle_signals=False)
+async def _listen_on(web_application: web.Application, host: str, port: int, what: str,
+                     fix: str) -> web.AppRunner:
+    """Serve ``web_application`` on host:port through the guarded front door
+    (:func:`listen`); a port that cannot be had is one start-up line."""
+    runner = web.AppRunner(web_application, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        await listen(runner, settings.http_host, settings.http_port)
+        await listen(runner, host, port)
     except OSError as exc:
         await runner.cleanup()
-        raise StartupError(f"cannot listen on {settings.http_host}:{settings.http_port} "
-                           f"({exc.strerror or exc}): choose another PORT or HOST")
+        raise StartupError(f"cannot listen on {host}:{port}{what} ({exc.strerror or exc}): {fix}")
+    return runner
+
+
+async def _run_http(app: AsyncApp, runtime: SlackRuntime, settings: Settings, stop: asyncio.Event,
+                    identity: str) -> None:
+    runner = await _listen_on(web_app(app, runtime), settings.http_host, settings.http_port,
+                              "", "choose another PORT or HOST")
     log.info("Dockhand (%s) listening on http://%s:%d%s for Slack (health: /healthz, /readyz; "
              "metrics: /metrics); target %s", identity, settings.http_host, settings.http_port, EVENTS_PATH,
              settings.target_label)
@@ -383,14 +391,8 @@ async def _start_status_listener(runtime: SlackRuntime, settings: Settings) -> w
     DOCKHAND_STATUS_HOST:DOCKHAND_STATUS_PORT (loopback by default; port off: none)."""
     if not settings.status_port:
         return None
-    runner = web.AppRunner(status_app(runtime), access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await listen(runner, settings.status_host, settings.status_port)
-    except OSError as exc:
-        await runner.cleanup()
-        raise StartupError(f"cannot listen on {settings.status_host}:{settings.status_port} for /healthz and "
-                           f"/metrics ({exc.strerror or exc}): choose another DOCKHAND_STATUS_PORT, or 'off'")
+    runner = await _listen_on(status_app(runtime), settings.status_host, settings.status_port,
+                              " for /healthz and /metrics", "choose another DOCKHAND_STATUS_PORT, or 'off'")
     log.info("health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", settings.status_host,
              settings.status_port)
     return runner
