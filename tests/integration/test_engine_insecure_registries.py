@@ -35,6 +35,7 @@ from bot.wiring import build_services, close_services
 from handlers import dispatch
 from handlers.context import Actor
 from handlers.replies import Confirmation, Status
+from tests.fakes.registry_config import registry_config
 
 pytestmark = pytest.mark.integration
 
@@ -135,21 +136,6 @@ async def test_the_settings_decide_not_a_fixed_list(stack, own_engine):
 # end to end: the catalog fallback uses the scheme the engine would
 
 
-TLS_REGISTRY_CONFIG = """\
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: {storage}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-  tls:
-    certificate: {cert}
-    key: {key}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +150,10 @@ def tls_registry(stack):
                     "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
     port = stackmod.free_port()
     address = f"127.0.0.1:{port}"
-    (root / "config.yml").write_text(TLS_REGISTRY_CONFIG.format(storage=root / "storage", port=port,
-                                                                cert=root / "cert.pem", key=root / "key.pem"))
+    (root / "config.yml").write_text(registry_config(root / "storage", port, http=f"""
+        tls:
+          certificate: {root / "cert.pem"}
+          key: {root / "key.pem"}"""))
     log = open(root / "registry.log", "wb")
     proc = subprocess.Popen([stackmod.which_any("docker-registry"), "serve", str(root / "config.yml")],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -32,6 +32,7 @@ from bot.config import Settings
 from bot.credentials import CredentialStore, RegistryAuth, RegistryLogin, Secret
 from bot.engine import DockerEngine
 from handlers import errors as E
+from tests.fakes.registry_config import registry_config
 from tests.fakes.slack_harness import clean_slack_env, engine_services, fake_slack, slack_app  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -40,22 +41,6 @@ stackmod = sys.modules["dockhand_test_stack"]  # loaded by tests/conftest.py
 DAEMON = "Error response from daemon: "
 USER = "dockhand-puller"
 PASSWORD = "Pw-" + secrets.token_urlsafe(18)  # unique: a hit anywhere is a leak
-REGISTRY_CONFIG = """\
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: {storage}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-auth:
-  htpasswd:
-    realm: dockhand-private
-    path: {htpasswd}
-"""
 
 
 @dataclass
@@ -80,7 +65,7 @@ def auth_registry(stack, tmp_path_factory):
     port = stackmod.free_port()
     address = f"127.0.0.1:{port}"
     config = root / "config.yml"
-    config.write_text(REGISTRY_CONFIG.format(storage=root / "storage", port=port, htpasswd=htpasswd))
+    config.write_text(registry_config(root / "storage", port, auth=f"htpasswd:\n  realm: dockhand-private\n  path: {htpasswd}"))
     log = open(root / "registry.log", "wb")
     proc = subprocess.Popen([exe, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT, env=stackmod.safety_env(), start_new_session=True)

@@ -36,6 +36,7 @@ from handlers import errors as E
 from handlers import errors as E
 from handlers.context import Actor
 from handlers.replies import Confirmation, Status
+from tests.fakes.registry_config import registry_config
 from tests.fakes.token_server import Grant, TokenServer
 
 pytestmark = pytest.mark.integration
@@ -47,24 +48,6 @@ READER, READER_PW = "team-reader", "Rd-" + secrets.token_urlsafe(18)  # unique: 
 PUSHER, PUSHER_PW = "team-pusher", "Pu-" + secrets.token_urlsafe(18)
 ME = Actor("U-token-test", "tester", via="shell")
 NOTICE = "has no search endpoint, so Dockhand listed its catalog instead"
-REGISTRY_CONFIG = """\
-version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: {storage}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-auth:
-  token:
-    realm: {realm}
-    service: {service}
-    issuer: {issuer}
-    rootcertbundle: {cert}
-"""
 
 
 @dataclass
@@ -98,8 +81,12 @@ def token_registry(stack, make_image_module):
     port = stackmod.free_port()
     address = f"127.0.0.1:{port}"
     config = root / "config.yml"
-    config.write_text(REGISTRY_CONFIG.format(storage=root / "storage", port=port, realm=tokens.realm,
-                                             service=SERVICE, issuer=ISSUER, cert=tokens.cert))
+    config.write_text(registry_config(root / "storage", port, auth=f"""
+        token:
+          realm: {tokens.realm}
+          service: {SERVICE}
+          issuer: {ISSUER}
+          rootcertbundle: {tokens.cert}"""))
     log_path = root / "registry.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen([exe, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
