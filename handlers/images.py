@@ -6,14 +6,18 @@ import dataclasses
 import datetime
 import re
 import time
+from typing import TYPE_CHECKING
 
-from . import plans, prunefilters, refs
+from . import refs
 from .argv import DESTRUCTIVE, CommandSpec, Flag
 from .base import Call, bool_filter, parse_filters
 from .errors import UsageError
 from .ports import ImageSummary
 from .replies import Table
 from .units import created_since, human_size, truncate_id
+
+if TYPE_CHECKING:
+    from . import plans
 
 LIST_FILTERS = {
     "dangling": "true|false",
@@ -158,12 +162,16 @@ def _prune_filters(parsed) -> dict[str, list[str]]:
 def validate_prune(parsed) -> None:
     """Refuse bad filters before the engine is asked anything (and before a
     front end announces the prune)."""
+    from . import prunefilters  # loaded by the prune only: a one-shot command's start-up
+
     filters = _prune_filters(parsed)
     prunefilters.check_until(filters.get("until", []), time.time())
 
 
 async def plan_prune(call: Call) -> plans.Plan:
     """What ``docker image prune`` would remove now, with the daemon's rules."""
+    from . import plans, prunefilters
+
     filters = _prune_filters(call.parsed)
     until = None
     if filters.get("until"):

@@ -25,17 +25,19 @@ import dataclasses
 import logging
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .access import Denial, may_cancel, may_confirm
 from .base import Call
 from .context import Actor, Emit, Services
 from .errors import Conflict, DockhandError, EngineError
-from .plans import Model, Plan
 from .pull import TagsPlan, pull_tags
 from .ports import AuditEvent, Operation
 from .replies import Confirmation, ErrorPart, Notice, Preformatted, Reply, Status, Table, error_reply
 from .units import human_size, truncate_id
+
+if TYPE_CHECKING:  # the removal planner is loaded by the commands that plan (rmi, prune)
+    from .plans import Model, Plan
 
 log = logging.getLogger("dockhand.operations")
 

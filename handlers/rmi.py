@@ -13,15 +13,20 @@ each once, then a plan for removing them.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from . import plans
 from .argv import DESTRUCTIVE, CommandSpec, Flag
 from .base import Call
 from .errors import UsageError
 from .images import listed_rows
 
+if TYPE_CHECKING:
+    from . import plans
+
 
 async def plan(call: Call) -> plans.Plan:
+    from . import plans  # loaded by the commands that plan: a one-shot command's start-up
+
     args = list(call.args)
     note = ""
     if call.substitution is not None:
