@@ -77,11 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dockhand: cannot use the state directory {settings.state_path} ({exc.strerror or exc}): "
               "set DOCKHAND_STATE_DIR to a writable directory", file=sys.stderr)
         return 2
+    if settings.hosts is not None:
+        # many hosts: each is asked once; one that does not answer is named, never stops the others
+        for line in asyncio.run(_reach_hosts(services)):
+            print(f"dockhand: warning: {line}", file=sys.stderr)
     target = settings.target
-    if target.tls is not None and not target.tls.verify:
+    if settings.hosts is None and target.tls is not None and not target.tls.verify:
         print(f"dockhand: warning: TLS to {target.url} does not verify the engine's certificate "
               f"({target.tls.origin}); set DOCKER_TLS_VERIFY=1 to verify it", file=sys.stderr)
-    if target.explicit:
+    if target.explicit and settings.hosts is None:
         # DOCKER_HOST or a context names the engine: it must answer before anything is served
         problem = asyncio.run(_reach(services, target, settings.engine_timeout))
         if problem:
@@ -104,6 +108,27 @@ def main(argv: list[str] | None = None) -> int:
     from bot.shell import interactive
 
     return interactive(services, yes=bool(getattr(args, "yes", False)))
+
+
+async def _reach_hosts(services) -> list[str]:
+    """Every named host asked for its version at once, within its own timeout:
+    a line for each that did not answer (or whose TLS is not verified)."""
+    from bot.engine_check import reach
+
+    fleet = services.fleet
+
+    async def one(name: str) -> str | None:
+        here = fleet.services(name)
+        target = here.engine.target
+        problem = await reach(here.engine, target, fleet.timeout(name))
+        if problem:
+            return f"host {name}: {problem}; the other hosts are served"
+        if target.tls is not None and not target.tls.verify:
+            return f"host {name}: TLS to {target.url} does not verify the engine's certificate"
+        return None
+
+    lines = await asyncio.gather(*(one(n) for n in fleet.names))
+    return [line for line in lines if line]
 
 
 async def _reach(services, target, timeout: float) -> str | None:

@@ -11,6 +11,7 @@ from .replies import Reply
 
 if TYPE_CHECKING:
     from .access import Policy
+    from .fleet import Fleet
     from .pullhub import PullHub
 
 
@@ -58,6 +59,8 @@ class Services:
     runner: str = ""
     runner_alive: Callable[[str], bool] = lambda runner: False
     pulls: "PullHub" = field(default_factory=lambda: _pull_hub())  # pulls in flight, shared by requests
+    # many hosts (handlers/fleet.py): every named host's Services, shared by them all; None: one engine
+    fleet: "Fleet | None" = None
 
     @property
     def label(self) -> str:

@@ -230,8 +230,19 @@ async def _pending(op_id: str, actor: Actor, services: Services, check, step: st
     return op, None
 
 
+async def _host_of(op_id: str, services: Services) -> Services:
+    """The Services of the host an operation was planned on (many hosts: the
+    operation records its host's label); ``services`` itself otherwise."""
+    if services.fleet is None or services.store is None:
+        return services
+    op = await services.store.get(op_id)
+    here = services.fleet.for_label(op.host) if op is not None else None
+    return here if here is not None else services
+
+
 async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = None) -> Reply:
     """Confirm a pending operation: check, claim once, re-plan, act, report."""
+    services = await _host_of(op_id, services)
     store, _ = _stored(services)
     op, refusal = await _pending(op_id, actor, services, may_confirm, "confirm")
     if refusal is not None:
@@ -339,6 +350,7 @@ async def execute(plan: Plan, model: Model | None, services: Services) -> dict:
 
 
 async def cancel(op_id: str, actor: Actor, services: Services) -> Reply:
+    services = await _host_of(op_id, services)
     store, _ = _stored(services)
     op, refusal = await _pending(op_id, actor, services, may_cancel, "cancel")
     if refusal is not None:
