@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "slack":
         from bot.slack.app import serve
 
-        return serve(settings, services)
+        return _leave(services, serve(settings, services))
     if args.__dict__.get("command") is not None:
         from bot.shell import run_once
 
@@ -104,10 +104,31 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 await close_services(services)
 
-        return asyncio.run(once())
+        return _leave(services, asyncio.run(once()))
     from bot.shell import interactive
 
-    return interactive(services, yes=bool(getattr(args, "yes", False)))
+    return _leave(services, interactive(services, yes=bool(getattr(args, "yes", False))))
+
+
+def _leave(services, code: int) -> int:
+    """Many hosts: a frozen host's engine call blocks in a worker thread until
+    the engine timeout (docker-py cannot interrupt it), and Python joins those
+    threads at exit. Its answer is no longer wanted: the process ends now,
+    with its output flushed (the store and audit log are already closed and
+    every audit record was written durably when it happened)."""
+    from bot.wiring import stuck_hosts
+
+    stuck = stuck_hosts(services)
+    if not stuck:
+        return code
+    import logging
+    import os
+
+    logging.getLogger("dockhand").info("not waiting for %s: a call to it is still blocked", ", ".join(stuck))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _reach_hosts(services) -> list[str]:
@@ -120,7 +141,11 @@ async def _reach_hosts(services) -> list[str]:
     async def one(name: str) -> str | None:
         here = fleet.services(name)
         target = here.engine.target
-        problem = await reach(here.engine, target, fleet.timeout(name))
+        try:
+            problem = await asyncio.wait_for(reach(here.engine, target, fleet.timeout(name)), fleet.timeout(name))
+        except asyncio.TimeoutError:
+            problem = f"No Docker Engine answered at {target.describe()}: nothing came back within " \
+                      f"{fleet.timeout(name):g} s"
         if problem:
             return f"host {name}: {problem}; the other hosts are served"
         if target.tls is not None and not target.tls.verify:

@@ -251,6 +251,15 @@ class DockerEngine(ContainerRuns):
         self._streams: set[_PullStream] = set()
         self._streams_lock = threading.Lock()
         self._closed = False
+        self._busy = 0  # engine calls a worker is in right now (a frozen engine keeps them there)
+        self._busy_lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        """Engine calls still in a worker: after ``close(wait=False)``, the calls
+        a frozen engine holds (docker-py offers no way to interrupt them; each
+        ends by the engine timeout)."""
+        return self._busy
 
     def __repr__(self) -> str:
         return f"DockerEngine({self._host!r}, timeout={self._timeout:g})"
@@ -339,11 +348,16 @@ class DockerEngine(ContainerRuns):
         self._check_open()
 
         def work() -> T:
-            api = self._client()
+            with self._busy_lock:
+                self._busy += 1
             try:
+                api = self._client()
                 return fn(api)
             except Exception as exc:
                 raise self._map(exc, operation=operation, timeout=self._timeout, ref=ref) from exc
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
 
         loop = asyncio.get_running_loop()
         started, ok = time.monotonic(), False
@@ -664,8 +678,9 @@ class DockerEngine(ContainerRuns):
         return await self._run(OP_CONTAINERS, lambda api: frozenset(
             c["ImageID"] for c in api.containers(all=True) if c.get("ImageID")))
 
-    async def close(self) -> None:
-        """Stop running pulls, wait for the workers, drop the connection."""
+    async def close(self, wait: bool = True) -> None:
+        """Stop running pulls, wait for the workers (``wait=False``: not for
+        calls a frozen engine holds, see :attr:`busy`), drop the connection."""
         if self._closed:
             return
         self._closed = True
@@ -674,7 +689,8 @@ class DockerEngine(ContainerRuns):
         for s in streams:
             s.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        await asyncio.to_thread(self._executor.shutdown, True)
+        if wait:
+            await asyncio.to_thread(self._executor.shutdown, True)
         api, self._api = self._api, None
         if api is not None:
             api.close()

@@ -6,6 +6,7 @@ already hold the Docker socket."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import os
 import sys
@@ -17,7 +18,7 @@ from handlers import dispatch, engine_identity, operations
 from handlers.context import Actor, Services
 from handlers.dispatch import with_context
 from handlers.errors import EngineError
-from handlers.replies import ErrorPart, Progress, Reply, Status
+from handlers.replies import ErrorPart, HostHeading, Progress, Reply, Status
 
 BANNER = "Dockhand shell on {host}. Type 'help' for commands, 'exit' to leave. Leading '/' and 'docker' are optional."
 HISTORY = Path(os.environ.get("DOCKHAND_HISTORY", Path.home() / ".dockhand_history"))
@@ -84,12 +85,26 @@ async def run_once(services: Services, line: str, out=None, err=None, *, yes: bo
     return int(reply.status)
 
 
+def _streams(reply: Reply) -> list[Reply]:
+    """A reply with a section per host, cut into its sections (a host that
+    failed goes to stderr, the others' answers to stdout); else the reply."""
+    if not any(isinstance(p, HostHeading) for p in reply.parts):
+        return [reply]
+    out: list[Reply] = []
+    for part in reply.parts:
+        if isinstance(part, HostHeading) or not out:
+            out.append(dataclasses.replace(reply, parts=()))
+        out[-1] = dataclasses.replace(out[-1], parts=out[-1].parts + (part,))
+    return out
+
+
 def _print(reply: Reply, out, err) -> None:
     """Errors go to stderr like the CLI's; everything else (tables, plans) to stdout.
     The engine's note (the sample engine) follows on stderr."""
-    text = render(reply)
-    if text:
-        print(text, file=err if any(isinstance(p, ErrorPart) for p in reply.parts) else out, flush=True)
+    for part in _streams(reply):
+        text = render(part)
+        if text:
+            print(text, file=err if any(isinstance(p, ErrorPart) for p in part.parts) else out, flush=True)
     note = context_note(reply)
     if note:
         print(note, file=err, flush=True)

@@ -109,7 +109,8 @@ async def close_services(services: Services) -> None:
     try:
         for engine in engines:
             try:
-                await engine.close()
+                # many hosts: a frozen host's calls are not waited for (stuck_hosts says which remain)
+                await (engine.close(wait=False) if services.fleet is not None else engine.close())
             except Exception:  # one host's adapter failing to close must not keep the others open
                 import logging
 
@@ -117,3 +118,11 @@ async def close_services(services: Services) -> None:
     finally:
         if services.store is not None:
             await services.store.close()
+
+
+def stuck_hosts(services: Services) -> list[str]:
+    """Hosts whose engine still holds a call in a worker thread (a frozen
+    engine): the process need not wait for them to end (bot/cli.py)."""
+    if services.fleet is None:
+        return []
+    return [name for name, s in services.fleet.targets.items() if getattr(s.engine, "busy", 0)]

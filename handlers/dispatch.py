@@ -267,11 +267,18 @@ async def _fan_out(command: Command, actor: Actor, services: Services, names: tu
                          "Name one host (`@" + names[0] + "`); reading commands (images, info, version, search) "
                          "run on every host with `@all` or a group.")
 
+    from . import drift
+
+    reference = drift.reference_of(command)  # `images NAME[:TAG] @all`: is it the same image everywhere?
+
     async def run_one(here: Services) -> Reply:
-        return await _run(command, actor, here, None)
+        reply = await _run(command, actor, here, None)
+        if reference is not None and reply.ok:
+            reply = await drift.attach(reply, here.engine, reference)
+        return reply
 
     selector = command.target if command.target is not None else services.fleet.channels.get(actor.channel, "")
-    return await fanout.run(command.line, selector or "all", names, services.fleet, run_one)
+    return await fanout.run(command.line, selector or "all", names, services.fleet, run_one, drift_of=reference)
 
 
 def internal_error(line: str, actor: Actor) -> Reply:

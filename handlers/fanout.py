@@ -61,11 +61,19 @@ def _detail(reply: Reply) -> str:
 
 
 async def run(line: str, selector: str, names: tuple[str, ...], fleet: Fleet,
-              run_one: RunOne) -> Reply:
+              run_one: RunOne, drift_of: str | None = None) -> Reply:
     """``run_one(services)`` on every host in ``names`` at once: one reply,
-    one section per host in ``names``' order."""
+    one section per host in ``names``' order. ``drift_of``: a reference
+    whose image each host's reply read (``handlers/drift.py``): its drift
+    table comes first."""
     replies = await asyncio.gather(*(_one(n, fleet.services(n), run_one, fleet.timeout(n), line) for n in names))
     parts: list = []
+    meta: dict = {}
+    if drift_of is not None:
+        from . import drift
+
+        head, meta["drift"] = drift.report(drift_of, names, list(replies))
+        parts.extend(head)
     failed = []
     for name, reply in zip(names, replies):
         parts.append(HostHeading(name, reply.ok, reply.engine_version, _detail(reply), reply.engine_note))
@@ -78,4 +86,4 @@ async def run(line: str, selector: str, names: tuple[str, ...], fleet: Fleet,
     sections = [{"host": n, "ok": r.ok, "timed_out": bool(r.meta.get("timed_out")), "summary": r.summary}
                 for n, r in zip(names, replies)]
     return Reply(line, tuple(parts), Status.OK if not failed else Status.FAILED, summary, host=where,
-                 meta={"sections": sections, "fanout": True})
+                 meta={"sections": sections, "fanout": True, **meta})

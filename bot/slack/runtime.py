@@ -36,7 +36,8 @@ from bot.render import blockkit
 from .posting import ChannelPost, Message, send_response
 from handlers.argv import READ, WRITE
 from handlers.context import Actor, Emit, Services
-from handlers.dispatch import Command, effect_of, engine_preflight, parse_command
+from handlers.dispatch import Command, effect_of, engine_preflight, parse_command, services_for_line
+from handlers.fleet import split_target
 from handlers import engine_identity
 from handlers.engine_identity import engine_note
 from handlers.errors import DockhandError
@@ -412,10 +413,10 @@ class SlackRuntime:
             await slack_operations.request(self, line, actor, channel=channel, respond=respond, client=client)
             return
         if command is not None and kind == WRITE and _write_target(line)[1] \
-                and access_denial(command, actor, self.services) is None:
+                and access_denial(command, actor, services_for_line(line, actor, self.services)) is None:
             # announced in the channel only once the command line is known to be
-            # valid (for this engine too) and the person may run it
-            refusal = await engine_preflight(command, self.services)
+            # valid (for this engine too) and the person may run it (on the host it names)
+            refusal = await engine_preflight(command, self.services, actor)
             if refusal is not None:
                 await send_response(respond, await self.render(refusal, command=line), response_type="ephemeral")
                 return
@@ -432,21 +433,24 @@ class SlackRuntime:
         channel naming who, updated with progress, ending with the result,
         and the operation's record in its thread."""
         verb, target = _write_target(line)
+        target = " ".join(split_target(target.split())[0])  # @prod names the host, not the image
+        here = services_for_line(line, actor, self.services)  # the host the line names (or the channel's)
+        host = here.label or self.host
         icon, doing, done, failed = _WRITE_WORDS[verb]
-        who, what, where = blockkit.mention(actor.id), blockkit.code(target), blockkit.code(self.host)
-        pull_key = self._pull_key(target) if verb == "pull" else None
-        note = self.services.pulls.note(*pull_key) if pull_key else None
+        who, what, where = blockkit.mention(actor.id), blockkit.code(target), blockkit.code(host)
+        pull_key = self._pull_key(target, here.label) if verb == "pull" else None
+        note = here.pulls.note(*pull_key) if pull_key else None
         if note and note.get("channel") == channel and note.get("ts"):
             await self._join_pull(line, actor, note, respond=respond, client=client)
             return
         pulling = f"{icon} {who} {doing} {what} on {where}…"
         post = ChannelPost(client, channel, respond)
-        first = Reply(command=line, parts=(), summary=f"{doing.split()[-1].capitalize()} {target} on {self.host}…",
-                      host=self.host)
+        first = Reply(command=line, parts=(), summary=f"{doing.split()[-1].capitalize()} {target} on {host}…",
+                      host=host)
         # The pull starts at once; the announcement goes when the channel's budget allows,
         # saying which engine it is on (learnt once, bounded: engine_identity.py).
         async def announce() -> bool:
-            await engine_identity.learn(self.services)
+            await engine_identity.learn(here)
             return await post.post(await self.render(first, command=line, header=pulling, interactive=False))
 
         announced = asyncio.ensure_future(announce())
@@ -459,7 +463,7 @@ class SlackRuntime:
         async def emit(interim: Reply) -> None:
             try:
                 if announced.done() and not announced.cancelled() and announced.result() and post.ts:
-                    shared = self.services.pulls.note(*pull_key) if pull_key else None
+                    shared = here.pulls.note(*pull_key) if pull_key else None
                     if shared is not None and not shared:
                         shared.update(channel=post.channel, ts=post.ts)  # later requests join this message
                     post.push(await self.render(interim, command=line, header=pulling, interactive=False))
@@ -473,7 +477,7 @@ class SlackRuntime:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 posted = await announcement()
             if posted is not None:
-                stopped = Reply(command=line, parts=(), status=Status.FAILED, host=self.host,
+                stopped = Reply(command=line, parts=(), status=Status.FAILED, host=host,
                                 summary=f"Dockhand stopped during the {verb}")
                 with contextlib.suppress(Exception):
                     await posted.update(await self.render(
@@ -496,7 +500,7 @@ class SlackRuntime:
 
             await slack_operations.record_in_thread(self, client, post.channel, post.ts, reply)
 
-    def _pull_key(self, target: str) -> tuple[str, str, str] | None:
+    def _pull_key(self, target: str, label: str) -> tuple[str, str, str] | None:
         """(host, repository, tag) as handlers/pull.py keys the pulls in flight."""
         from handlers import refs
 
@@ -506,7 +510,7 @@ class SlackRuntime:
             ref = refs.parse_normalized(target.split()[-1] if target.split() else "").with_default_tag()
         except Exception:  # noqa: BLE001 - not a reference: the pull answers with the usage error
             return None
-        return self.services.label, ref.name, ref.digest or ref.tag
+        return label, ref.name, ref.digest or ref.tag
 
     async def _join_pull(self, line: str, actor: Actor, note: dict, *, respond, client) -> None:
         """The same image is already being pulled here, announced in this

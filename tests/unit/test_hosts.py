@@ -249,3 +249,27 @@ async def test_group_fans_out_even_from_a_channel_default_and_writes_wait_for_th
     assert reply.host == "web (prod, edge)"
     reply = await dispatch("pull @all 127.0.0.1:5000/x:1", SHELL, services)
     assert reply.status is Status.USAGE and "several hosts" in reply.parts[0].message
+
+
+# -- drift ------------------------------------------------------------------------
+
+async def test_drift_flags_the_host_that_differs_from_the_majority():
+    same = image("a", ["app:latest"], digests=["app@sha256:" + "d" * 64])
+    stale = image("b", ["app:latest", "app:old"])
+    targets = {}
+    for name, imgs in (("prod", [same]), ("staging", [stale]), ("edge", [same]), ("lab", [])):
+        targets[name] = Services(engine=FakeEngine(images=imgs), host_label=name)
+    fleet = Fleet(targets, "prod", timeouts={n: 0.5 for n in targets})
+    for s in targets.values():
+        s.fleet = fleet
+    reply = await dispatch("images app @all", SHELL, targets["prod"])
+    assert reply.meta["drift"] == {"majority": "sha256:" + "a" * 64, "differ": ["staging", "lab"]}
+    notice, table = reply.parts[0], reply.parts[1]
+    assert notice.text == "app:latest: staging, lab differ from the majority (2 of 4 hosts have aaaaaaaaaaaa)."
+    assert table.rows == (("prod", "aaaaaaaaaaaa", "sha256:dddddddddddd", "same"),
+                          ("staging", "bbbbbbbbbbbb", "-", "DIFFERS"),
+                          ("edge", "aaaaaaaaaaaa", "sha256:dddddddddddd", "same"),
+                          ("lab", "-", "-", "DIFFERS (missing)"))
+    # no drift table for a listing without one reference
+    assert "drift" not in (await dispatch("images @all", SHELL, targets["prod"])).meta
+    assert "drift" not in (await dispatch("images 'app*' @all", SHELL, targets["prod"])).meta
