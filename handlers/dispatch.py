@@ -260,14 +260,19 @@ def services_for_line(text: str, actor: Actor, services: Services) -> Services:
 
 
 async def _fan_out(command: Command, actor: Actor, services: Services, names: tuple[str, ...]) -> Reply:
-    from . import fanout
+    from . import drift, fanout, fleet_ops
 
+    selector = command.target if command.target is not None else services.fleet.channels.get(actor.channel, "")
+    selector = selector or "all"
     if command.effect != READ:
-        raise UsageError(f"`{command.path}` on several hosts at once is not supported yet",
-                         "Name one host (`@" + names[0] + "`); reading commands (images, info, version, search) "
-                         "run on every host with `@all` or a group.")
+        async def change(here: Services) -> Reply:
+            return await _run(command, actor, here, None)
 
-    from . import drift
+        if command.asks_first:  # one plan per host, one confirmation for all
+            return await fleet_ops.request(command.line, selector, names, actor, services, change)
+        # a write (pull): on every host at once, each an audited operation of its host, run to its end
+        return await fanout.run(command.line, selector, names, services.fleet, change, timeout=False)
+
 
     reference = drift.reference_of(command)  # `images NAME[:TAG] @all`: is it the same image everywhere?
 
@@ -277,8 +282,7 @@ async def _fan_out(command: Command, actor: Actor, services: Services, names: tu
             reply = await drift.attach(reply, here.engine, reference)
         return reply
 
-    selector = command.target if command.target is not None else services.fleet.channels.get(actor.channel, "")
-    return await fanout.run(command.line, selector or "all", names, services.fleet, run_one, drift_of=reference)
+    return await fanout.run(command.line, selector, names, services.fleet, run_one, drift_of=reference)
 
 
 def internal_error(line: str, actor: Actor) -> Reply:

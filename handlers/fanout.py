@@ -26,11 +26,12 @@ log = logging.getLogger("dockhand.fanout")
 RunOne = Callable[[Services], Awaitable[Reply]]
 
 
-async def _one(name: str, services: Services, run_one: RunOne, timeout: float, line: str) -> Reply:
-    """One host's reply with its context line, within ``timeout`` seconds whatever happens."""
+async def _one(name: str, services: Services, run_one: RunOne, timeout: float | None, line: str) -> Reply:
+    """One host's reply with its context line, within ``timeout`` seconds whatever
+    happens (None: bounded by the engine's own timeouts, for changes)."""
     started = time.monotonic()
     try:
-        reply = await asyncio.wait_for(run_one(services), timeout)
+        reply = await (asyncio.wait_for(run_one(services), timeout) if timeout is not None else run_one(services))
     except asyncio.TimeoutError:
         reply = error_reply(line, f"{name} did not answer within {timeout:g} s",
                             "The engine is down, frozen or overloaded; the other hosts' answers are shown. "
@@ -43,7 +44,7 @@ async def _one(name: str, services: Services, run_one: RunOne, timeout: float, l
         log.exception("internal error %s while running %r on %s", ref, line, name)
         reply = error_reply(line, f"Internal error on {name} (logged as {ref}).",
                             "This is a bug in Dockhand: report the reference to the team.")
-    left = max(0.0, timeout - (time.monotonic() - started))
+    left = max(0.0, (timeout or 5.0) - (time.monotonic() - started))
     if not reply.meta.get("timed_out") and left > 0:
         try:  # the context line (version, sample note) within what is left of this host's time
             await asyncio.wait_for(engine_identity.learn(services), left)
@@ -61,12 +62,16 @@ def _detail(reply: Reply) -> str:
 
 
 async def run(line: str, selector: str, names: tuple[str, ...], fleet: Fleet,
-              run_one: RunOne, drift_of: str | None = None) -> Reply:
+              run_one: RunOne, drift_of: str | None = None, *, keep_confirmations: bool = False,
+              timeout: bool = True) -> Reply:
     """``run_one(services)`` on every host in ``names`` at once: one reply,
     one section per host in ``names``' order. ``drift_of``: a reference
     whose image each host's reply read (``handlers/drift.py``): its drift
-    table comes first."""
-    replies = await asyncio.gather(*(_one(n, fleet.services(n), run_one, fleet.timeout(n), line) for n in names))
+    table comes first. ``keep_confirmations``: the hosts' Confirmations stay
+    (``handlers/fleet_ops.py`` ties them into one); ``timeout=False``: no
+    fan-out timeout (a change runs to its end, bounded by the engine's own)."""
+    replies = await asyncio.gather(*(_one(n, fleet.services(n), run_one, fleet.timeout(n) if timeout else None, line)
+                                     for n in names))
     parts: list = []
     meta: dict = {}
     if drift_of is not None:
@@ -77,7 +82,7 @@ async def run(line: str, selector: str, names: tuple[str, ...], fleet: Fleet,
     failed = []
     for name, reply in zip(names, replies):
         parts.append(HostHeading(name, reply.ok, reply.engine_version, _detail(reply), reply.engine_note))
-        parts.extend(p for p in reply.parts if not isinstance(p, Confirmation))
+        parts.extend(p for p in reply.parts if keep_confirmations or not isinstance(p, Confirmation))
         if not reply.ok:
             failed.append(name)
     answered = len(names) - len(failed)
@@ -86,4 +91,5 @@ async def run(line: str, selector: str, names: tuple[str, ...], fleet: Fleet,
     sections = [{"host": n, "ok": r.ok, "timed_out": bool(r.meta.get("timed_out")), "summary": r.summary}
                 for n, r in zip(names, replies)]
     return Reply(line, tuple(parts), Status.OK if not failed else Status.FAILED, summary, host=where,
-                 meta={"sections": sections, "fanout": True, **meta})
+                 meta={"sections": sections, "fanout": True, **meta,
+                       **({"replies": dict(zip(names, replies))} if keep_confirmations else {})})

@@ -27,6 +27,7 @@ from bot.config import load_settings
 from bot.wiring import build_services, close_services
 from handlers import dispatch, operations
 from handlers.context import Actor
+from bot.render.text import render
 from handlers.replies import HostHeading, Status
 from tests.integration import remote_engines as R
 from tests.integration.shell_helpers import dockhand, dockhand_env
@@ -232,7 +233,7 @@ def test_a_host_that_is_down_is_named_and_never_stops_start_up(stack, fleet, tmp
 
 @pytest.fixture
 async def services(stack, fleet, tmp_path):
-    env = env_for(stack, fleet, tmp_path, DOCKHAND_ADMINS=ADMIN, DOCKHAND_OPERATORS=OPS)
+    env = env_for(stack, fleet, tmp_path, DOCKHAND_ADMINS=f"{ADMIN},{APPROVER}", DOCKHAND_OPERATORS=OPS)
     settings = load_settings(env, slack=False)
     made = build_services(settings)
     try:
@@ -351,4 +352,57 @@ def test_drift_shows_the_stale_tag_on_the_one_host_that_differs(stack, fleet, tm
         assert rows["charlie"][1:] == [ids["alpha"][7:19], first[:19], "same"], head
     finally:
         for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, check=False)
+
+
+# -- fleet-wide changes ---------------------------------------------------------------
+
+async def test_fleet_wide_removal_takes_one_confirmation_and_skips_the_host_that_changed(services, fleet):
+    ref = f"dockhand-fleet/old:{uuid.uuid4().hex[:8]}"
+    for host in ("alpha", "bravo", "charlie"):
+        fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
+    try:
+        reply = await dispatch(f"rmi @all {ref}", slack(ADMIN), services)
+        assert [p.host for p in reply.parts if isinstance(p, HostHeading)] == ["alpha", "bravo", "charlie"]
+        question, parent = reply.confirmation, reply.operation
+        assert parent.kind == "fleet" and parent.host == "all (alpha, bravo, charlie)"
+        assert question.who == "an approver other than the requester"  # charlie's rule covers the whole confirmation
+        assert sum(isinstance(p, operations.Table) for p in reply.parts) == 3  # one plan per host
+        refused = await operations.confirm(question.op, slack(ADMIN), services)
+        assert refused.status is Status.FAILED and refused.parts[0].message.startswith("On charlie: ")
+        assert all(fleet.has(h, ref) for h in ("alpha", "bravo", "charlie"))
+        # between plan and confirmation, bravo's image gains a second tag: removing ref would now only untag
+        fleet.docker("bravo", "tag", ref, ref + "-kept")
+        done = await operations.confirm(question.op, slack(APPROVER), services)
+        assert done.meta.get("hosts") == {"alpha": "done", "bravo": "changed", "charlie": "done"}, render(done)
+        assert not fleet.has("alpha", ref) and not fleet.has("charlie", ref) and fleet.has("bravo", ref)
+        text = render(done)
+        bravo = text.split("=== bravo")[1].split("=== charlie")[0]
+        assert "The situation changed since this plan was shown" in bravo and "untag" in bravo.lower()
+        assert "Skipped on bravo" in text
+        assert done.operation.state == "done" and done.operation.decided_by == APPROVER
+        records = services.audit.tail_sync(60)
+        mine = [(r["event"], r["host"]) for r in records if ref in r["command"]]
+        assert ("done", "alpha") in mine and ("done", "charlie") in mine and ("changed", "bravo") in mine
+        assert ("done", "all (alpha, bravo, charlie)") in mine and ("confirmed", "all (alpha, bravo, charlie)") in mine
+        again = await operations.confirm(question.op, slack(APPROVER), services)  # a second click acts nowhere
+        assert again.status is Status.FAILED and "already" in again.summary
+    finally:
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, ref + "-kept", check=False)
+
+
+async def test_fleet_wide_pull_runs_on_every_host_of_a_group_each_audited(services, fleet, stack):
+    ref = stack.seed("busybox_136")
+    for host in ("bravo", "charlie"):
+        fleet.docker(host, "rmi", "-f", ref, check=False)
+    try:
+        reply = await dispatch(f"pull @pair {ref}", slack(OPS), services)
+        assert reply.ok, render(reply)
+        assert [p.host for p in reply.parts if isinstance(p, HostHeading)] == ["bravo", "charlie"]
+        assert fleet.has("bravo", ref) and fleet.has("charlie", ref)
+        records = [(r["event"], r["host"]) for r in services.audit.tail_sync(40) if ref in r["command"]]
+        assert ("done", "bravo") in records and ("done", "charlie") in records
+    finally:
+        for host in ("bravo", "charlie"):
             fleet.docker(host, "rmi", "-f", ref, check=False)

@@ -242,13 +242,14 @@ async def test_fan_out_is_in_order_and_a_frozen_host_is_named_within_its_timeout
     assert any(":red_circle: *staging*" in str(b) for b in message["blocks"])
 
 
-async def test_group_fans_out_even_from_a_channel_default_and_writes_wait_for_their_turn():
+async def test_group_fans_out_even_from_a_channel_default_and_a_write_runs_on_every_host():
     services = _fleet()
     reply = await dispatch("images", Actor("U1", via="slack", channel="C0WEB"), services)
     assert [p.host for p in reply.parts if isinstance(p, HostHeading)] == ["prod", "edge"]
     assert reply.host == "web (prod, edge)"
-    reply = await dispatch("pull @all 127.0.0.1:5000/x:1", SHELL, services)
-    assert reply.status is Status.USAGE and "several hosts" in reply.parts[0].message
+    reply = await dispatch("pull @all 127.0.0.1:5000/x:1", SHELL, services)  # no store: each host pulls, unaudited
+    assert reply.ok and [s["host"] for s in reply.meta["sections"]] == ["prod", "staging", "edge"]
+    assert all(any(c[0] == "pull" for c in s.engine.calls) for s in services.fleet.targets.values())
 
 
 # -- drift ------------------------------------------------------------------------
