@@ -16,7 +16,7 @@ from pathlib import Path
 from bot.render.text import context_note, render, render_progress, safe
 from handlers import dispatch, engine_identity, operations
 from handlers.context import Actor, Services
-from handlers.dispatch import with_context
+from handlers.dispatch import with_operation_context
 from handlers.errors import EngineError
 from handlers.replies import ErrorPart, HostHeading, Progress, Reply, Status
 
@@ -79,7 +79,7 @@ async def run_once(services: Services, line: str, out=None, err=None, *, yes: bo
     final = await answer(reply, actor, services, yes=yes, can_ask=sys.stdin.isatty() and out.isatty(),
                          out=out, err=err)
     if final is not None:
-        final = await with_context(final, services)
+        final = await with_operation_context(final, services)
         _print(final, out, err)
         reply = final
     return int(reply.status)
@@ -175,7 +175,7 @@ def interactive(services: Services, *, yes: bool = False) -> int:
                     print("Interrupted.", file=sys.stderr)
                     continue
                 if final is not None:
-                    reply = runner.run(with_context(final, services))
+                    reply = runner.run(with_operation_context(final, services))
                     _print(reply, sys.stdout, sys.stderr)
                 status = int(reply.status)
         finally:

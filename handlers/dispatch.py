@@ -7,6 +7,7 @@ the role it needs) is decided in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import uuid
@@ -259,6 +260,23 @@ def services_for_line(text: str, actor: Actor, services: Services) -> Services:
     return services if many else target_services(names, services)
 
 
+def hosts_for_line(text: str, actor: Actor, services: Services) -> tuple[str, list[Services]]:
+    """How a front end names where a command line goes ("prod", or
+    "web (prod-1, prod-2)" for a fan-out) and those hosts' Services; the
+    line's own host when it does not parse."""
+    try:
+        command = parse_command(text)
+        names, many = targets(command, actor, services)
+    except DockhandError:
+        return services.label, [services]
+    if not many:
+        here = target_services(names, services)
+        return here.label, [here]
+    selector = command.target if command.target is not None else services.fleet.channels.get(actor.channel, "all")
+    label = f"{selector} ({', '.join(names)})" if selector not in names else selector
+    return label, [services.fleet.services(n) for n in names]
+
+
 async def _fan_out(command: Command, actor: Actor, services: Services, names: tuple[str, ...]) -> Reply:
     from . import drift, fanout, fleet_ops
 
@@ -362,3 +380,16 @@ async def with_context(reply: Reply, services: Services) -> Reply:
     await engine_identity.learn(services)
     reply = engine_identity.fit_hints(reply, services)
     return reply.with_context(services.label, services.engine_version, engine_identity.engine_note(services))
+
+
+async def with_operation_context(reply: Reply, services: Services) -> Reply:
+    """:func:`with_context` for the answer to a confirmation or a cancel: the
+    host the operation is on (many hosts: not the default one); an operation
+    over several hosts keeps its hosts' label, its sections name each."""
+    op = reply.operation
+    if services.fleet is not None and op is not None:
+        here = services.fleet.for_label(op.host)
+        if here is None:
+            return reply if reply.host else dataclasses.replace(reply, host=op.host)
+        services = here
+    return await with_context(reply, services)

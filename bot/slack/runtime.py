@@ -36,7 +36,7 @@ from bot.render import blockkit
 from .posting import ChannelPost, Message, send_response
 from handlers.argv import READ, WRITE
 from handlers.context import Actor, Emit, Services
-from handlers.dispatch import Command, effect_of, engine_preflight, parse_command, services_for_line
+from handlers.dispatch import Command, effect_of, engine_preflight, hosts_for_line, parse_command
 from handlers.fleet import split_target
 from handlers import engine_identity
 from handlers.engine_identity import engine_note
@@ -215,7 +215,11 @@ class SlackRuntime:
             client.session = self.session
             from .directory import GroupDirectory
 
-            self.directory = GroupDirectory(client, self.services.access().groups)
+            # the user groups any host's roles name (many hosts: each host may grant its own)
+            fleet = self.services.fleet
+            groups = (frozenset().union(*(s.access().groups for s in fleet.targets.values())) if fleet is not None
+                      else self.services.access().groups)
+            self.directory = GroupDirectory(client, groups)
             self.client = client
             from . import operations as slack_operations
 
@@ -365,7 +369,7 @@ class SlackRuntime:
 
     async def core(self, coro, op_id: str, actor: Actor) -> Reply:
         """Await a handlers.operations call; a bug becomes an incident reply."""
-        from handlers.dispatch import with_context
+        from handlers.dispatch import with_operation_context
 
         try:
             reply = await coro
@@ -376,7 +380,7 @@ class SlackRuntime:
             log.exception("internal error %s on operation %s for %s", incident, op_id[:12], actor.id)
             reply = error_reply("docker", f"Internal error, logged as {incident}.",
                                 "Nothing more is known to have happened: check the host with /images.")
-        return await with_context(reply, self.services)
+        return await with_operation_context(reply, self.services)
 
     async def render(self, reply: Reply, **kwargs) -> Message:
         """``blockkit.render``, off the event loop for big replies (acks stay fast)."""
@@ -413,7 +417,8 @@ class SlackRuntime:
             await slack_operations.request(self, line, actor, channel=channel, respond=respond, client=client)
             return
         if command is not None and kind == WRITE and _write_target(line)[1] \
-                and access_denial(command, actor, services_for_line(line, actor, self.services)) is None:
+                and all(access_denial(command, actor, here) is None
+                        for here in hosts_for_line(line, actor, self.services)[1]):
             # announced in the channel only once the command line is known to be
             # valid (for this engine too) and the person may run it (on the host it names)
             refusal = await engine_preflight(command, self.services, actor)
@@ -434,11 +439,13 @@ class SlackRuntime:
         and the operation's record in its thread."""
         verb, target = _write_target(line)
         target = " ".join(split_target(target.split())[0])  # @prod names the host, not the image
-        here = services_for_line(line, actor, self.services)  # the host the line names (or the channel's)
-        host = here.label or self.host
+        host, on = hosts_for_line(line, actor, self.services)  # the host(s) the line names (or the channel's)
+        here = on[0]
+        host = host or self.host
         icon, doing, done, failed = _WRITE_WORDS[verb]
         who, what, where = blockkit.mention(actor.id), blockkit.code(target), blockkit.code(host)
-        pull_key = self._pull_key(target, here.label) if verb == "pull" else None
+        # one pull per image per host: joined only when the line names one host
+        pull_key = self._pull_key(target, here.label) if verb == "pull" and len(on) == 1 else None
         note = here.pulls.note(*pull_key) if pull_key else None
         if note and note.get("channel") == channel and note.get("ts"):
             await self._join_pull(line, actor, note, respond=respond, client=client)

@@ -406,3 +406,29 @@ async def test_fleet_wide_pull_runs_on_every_host_of_a_group_each_audited(servic
     finally:
         for host in ("bravo", "charlie"):
             fleet.docker(host, "rmi", "-f", ref, check=False)
+
+
+async def test_slack_fleet_removal_one_plan_message_one_confirm_click(services, fleet, slack_app):
+    from tests.fakes.slack_api import buttons, message_problems
+    from tests.integration.slack.test_slack_removal import click, final_state, plan_message
+
+    ref = f"dockhand-fleet/gone:{uuid.uuid4().hex[:8]}"
+    for host in ("bravo", "charlie"):
+        fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
+    try:
+        h = await slack_app(services)
+        _, post = await plan_message(h, f"@pair {ref}", user=ADMIN)
+        assert message_problems(post.body) == []
+        assert "`pair (bravo, charlie)`" in post.text and "an approver other than the requester" in post.text
+        blocks = str(post.body["blocks"])
+        assert blocks.index("*bravo*") < blocks.index("*charlie*")  # one plan per host, in order
+        assert [b["action_id"] for b in buttons(post.body)].count("dockhand.confirm") == 1
+        await click(h, post, "dockhand.confirm", APPROVER)
+        done = await final_state(h, post, "confirmed by")
+        assert message_problems(done.body) == []
+        assert not fleet.has("bravo", ref) and not fleet.has("charlie", ref)
+        assert not buttons(done.body)
+        assert "on `pair (bravo, charlie)`; confirmed by <@UAPPROVER>: done, 2 image(s) deleted" in done.text
+    finally:
+        for host in ("bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, check=False)
