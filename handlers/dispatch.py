@@ -217,7 +217,7 @@ async def dispatch(text: str, actor: Actor, services: Services, emit: Emit = Non
         line = command.line
         names, many = targets(command, actor, services)
         if many:
-            return await _fan_out(command, actor, services, names)
+            return await _fan_out(command, actor, services, names, emit)
         here = target_services(names, services)
         reply = await _run(command, actor, here, emit)
     except DockhandError as exc:
@@ -277,7 +277,8 @@ def hosts_for_line(text: str, actor: Actor, services: Services) -> tuple[str, li
     return label, [services.fleet.services(n) for n in names]
 
 
-async def _fan_out(command: Command, actor: Actor, services: Services, names: tuple[str, ...]) -> Reply:
+async def _fan_out(command: Command, actor: Actor, services: Services, names: tuple[str, ...],
+                   emit: Emit = None) -> Reply:
     from . import drift, fanout, fleet_ops
 
     selector = command.target if command.target is not None else services.fleet.channels.get(actor.channel, "")
@@ -300,7 +301,7 @@ async def _fan_out(command: Command, actor: Actor, services: Services, names: tu
             reply = await drift.attach(reply, here.engine, reference)
         return reply
 
-    return await fanout.run(command.line, selector, names, services.fleet, run_one, drift_of=reference)
+    return await fanout.run(command.line, selector, names, services.fleet, run_one, drift_of=reference, emit=emit)
 
 
 def internal_error(line: str, actor: Actor) -> Reply:

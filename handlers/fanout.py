@@ -54,6 +54,22 @@ async def _one(name: str, services: Services, run_one: RunOne, timeout: float | 
     return reply.with_context(services.label, services.engine_version, engine_identity.engine_note(services))
 
 
+def _interim(line: str, names: tuple[str, ...], tasks: list, fleet: Fleet, timeout: bool) -> Reply:
+    """The sections of the hosts that answered so far, in order; the others waiting."""
+    parts: list = []
+    for name, task in zip(names, tasks):
+        if task.done() and not task.cancelled():
+            reply = task.result()
+            parts.append(HostHeading(name, reply.ok, reply.engine_version, _detail(reply), reply.engine_note))
+            parts.extend(p for p in reply.parts if not isinstance(p, Confirmation))
+        else:
+            until = f"up to {fleet.timeout(name):g} s" if timeout else "running"
+            parts.append(HostHeading(name, True, detail=until, pending=True))
+    answered = sum(1 for t in tasks if t.done())
+    return Reply(line, tuple(parts), summary=f"{answered} of {len(names)} hosts answered so far",
+                 meta={"interim": True, "fanout": True})
+
+
 def _detail(reply: Reply) -> str:
     if reply.ok:
         return ""
@@ -63,15 +79,33 @@ def _detail(reply: Reply) -> str:
 
 async def run(line: str, selector: str, names: tuple[str, ...], fleet: Fleet,
               run_one: RunOne, drift_of: str | None = None, *, keep_confirmations: bool = False,
-              timeout: bool = True) -> Reply:
+              timeout: bool = True, emit=None) -> Reply:
     """``run_one(services)`` on every host in ``names`` at once: one reply,
     one section per host in ``names``' order. ``drift_of``: a reference
     whose image each host's reply read (``handlers/drift.py``): its drift
     table comes first. ``keep_confirmations``: the hosts' Confirmations stay
     (``handlers/fleet_ops.py`` ties them into one); ``timeout=False``: no
     fan-out timeout (a change runs to its end, bounded by the engine's own)."""
-    replies = await asyncio.gather(*(_one(n, fleet.services(n), run_one, fleet.timeout(n) if timeout else None, line)
-                                     for n in names))
+    started = time.monotonic()
+    elapsed: dict[str, float] = {}
+
+    async def timed(name: str) -> Reply:
+        reply = await _one(name, fleet.services(name), run_one, fleet.timeout(name) if timeout else None, line)
+        elapsed[name] = time.monotonic() - started
+        return reply
+
+    tasks = [asyncio.ensure_future(timed(n)) for n in names]
+    try:
+        if emit is not None:  # each answer as it comes: the hosts that answered need not wait for a slow one
+            waiting = set(tasks)
+            while len(waiting) > 1:
+                _, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if waiting:
+                    await emit(_interim(line, names, tasks, fleet, timeout))
+        replies = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
     parts: list = []
     meta: dict = {}
     if drift_of is not None:
@@ -88,7 +122,8 @@ async def run(line: str, selector: str, names: tuple[str, ...], fleet: Fleet,
     answered = len(names) - len(failed)
     summary = f"{answered} of {len(names)} hosts answered" + (f"; failed: {', '.join(failed)}" if failed else "")
     where = f"{selector} ({', '.join(names)})" if selector not in names else selector
-    sections = [{"host": n, "ok": r.ok, "timed_out": bool(r.meta.get("timed_out")), "summary": r.summary}
+    sections = [{"host": n, "ok": r.ok, "timed_out": bool(r.meta.get("timed_out")), "summary": r.summary,
+                 "elapsed": round(elapsed.get(n, 0.0), 4)}
                 for n, r in zip(names, replies)]
     return Reply(line, tuple(parts), Status.OK if not failed else Status.FAILED, summary, host=where,
                  meta={"sections": sections, "fanout": True, **meta,

@@ -191,6 +191,7 @@ class HostHeading:
     engine_version: str = ""
     detail: str = ""
     note: str = ""  # what people must know about that engine (the sample engine)
+    pending: bool = False  # an interim reply: this host has not answered yet (``detail``: until when)
 
 
 Part = Union[Table, Preformatted, Notice, ErrorPart, Progress, Confirmation, HostHeading]

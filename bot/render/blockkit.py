@@ -570,7 +570,9 @@ def _part_blocks(part, budget: int, max_blocks: int, layout: TableLayout | None,
         return blocks
     if isinstance(part, HostHeading):
         # one host's section of a command run on several hosts: which host, and whether it answered
-        if part.ok:
+        if part.pending:
+            text = f":hourglass_flowing_sand: *{clip_escaped(part.host, 60)}* · waiting ({clip_escaped(part.detail, 60)})"
+        elif part.ok:
             text = f":large_green_circle: *{clip_escaped(part.host, 60)}*"
             if part.engine_version:
                 text += " · Docker Engine " + clip_escaped(part.engine_version, 60)

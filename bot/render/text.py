@@ -31,7 +31,9 @@ def render_part(part) -> str:
 
 def host_heading(h: HostHeading) -> str:
     """``=== prod (Docker Engine 20.10.24) ===``, or what kept the host from answering."""
-    if h.ok:
+    if h.pending:
+        about = f": waiting ({h.detail})" if h.detail else ": waiting"
+    elif h.ok:
         about = f" (Docker Engine {h.engine_version})" if h.engine_version else ""
     else:
         about = f": FAILED{' (' + h.detail + ')' if h.detail else ''}"

@@ -274,3 +274,21 @@ async def test_drift_flags_the_host_that_differs_from_the_majority():
     # no drift table for a listing without one reference
     assert "drift" not in (await dispatch("images @all", SHELL, targets["prod"])).meta
     assert "drift" not in (await dispatch("images 'app*' @all", SHELL, targets["prod"])).meta
+
+
+async def test_answers_come_as_they_arrive_when_a_front_end_takes_them():
+    services = _fleet(frozen=("prod",))
+    seen = []
+
+    async def emit(interim):
+        seen.append((time.monotonic(), interim))
+
+    started = time.monotonic()
+    reply = await dispatch("images @all", SHELL, services, emit=emit)
+    assert not reply.meta.get("interim") and reply.status is Status.FAILED
+    assert seen and seen[-1][0] - started < 0.4  # staging and edge did not wait for prod's 0.5 s
+    heads = [p for p in seen[-1][1].parts if isinstance(p, HostHeading)]
+    assert [(h.host, h.pending) for h in heads] == [("prod", True), ("staging", False), ("edge", False)]
+    assert "=== prod: waiting (up to 0.5 s) ===" in render(seen[-1][1])
+    assert [s["host"] for s in reply.meta["sections"]] == ["prod", "staging", "edge"]
+    assert reply.meta["sections"][1]["elapsed"] < 0.4 <= reply.meta["sections"][0]["elapsed"]
