@@ -48,6 +48,9 @@ log = logging.getLogger("dockhand.slack")
 Dispatch = Callable[..., Awaitable[Reply]]
 
 OFFLOAD_WEIGHT = 2000  # render replies bigger than this (cells) in a worker thread
+# a command on several hosts still waiting for one after this long: the answers so far are sent
+# first (one more response_url message), the whole reply when the slow host answers or times out
+EARLY_ANSWERS_AFTER = 1.5
 HTTP_TIMEOUT = 15  # seconds for any call to Slack
 ACK_GATE_MAX_WAIT = 0.1  # seconds work after an ack may yield to pending acks
 DEDUPE_TTL = 600.0  # Slack signs with a 5-minute window; remember twice that
@@ -427,11 +430,31 @@ class SlackRuntime:
                 return
             await self.run_write(line, actor, channel=channel, respond=respond, client=client)
             return
-        reply = await self.dispatch(line, actor)
         extra = {"replace_original": False} if from_button else {}
         share = self.visibility == "ephemeral" and kind == READ
+        reply = await self._answer_early(line, actor, respond, extra)
         await send_response(respond, await self.render(reply, command=line, share=share),
                             response_type=self.visibility, **extra)
+
+    async def _answer_early(self, line: str, actor: Actor, respond, extra: dict) -> Reply:
+        """Dispatch a read; on several hosts, when one is still awaited after
+        EARLY_ANSWERS_AFTER seconds, send the hosts' answers so far at once
+        (handlers/fanout.py emits them as they arrive): a frozen host holds
+        nobody's answer up. The whole reply follows as usual."""
+        latest: list[Reply] = []
+
+        async def emit(interim: Reply) -> None:
+            latest[:] = [interim]
+
+        task = asyncio.ensure_future(self.dispatch(line, actor, emit))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=EARLY_ANSWERS_AFTER)
+            if not done and latest:
+                await send_response(respond, await self.render(latest[0], command=line, interactive=False),
+                                    response_type=self.visibility, **{**extra, "replace_original": False})
+            return await task
+        finally:
+            task.cancel()
 
     async def run_write(self, line: str, actor: Actor, *, channel: str, respond, client) -> None:
         """A command that adds to the host (pull, run): one message in the

@@ -432,3 +432,28 @@ async def test_slack_fleet_removal_one_plan_message_one_confirm_click(services, 
     finally:
         for host in ("bravo", "charlie"):
             fleet.docker(host, "rmi", "-f", ref, check=False)
+
+
+async def test_slack_sends_the_answers_so_far_while_a_frozen_host_is_awaited(services, fleet, slack_app):
+    from tests.fakes.slack_api import message_problems
+
+    h = await slack_app(services)
+    pid = S.dockerd_pid(fleet.bravo)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        sent = await h.command("/images", "@all", user_id=OPS)
+        early = await h.reply(sent, count=1, timeout=20)
+        early_at = time.monotonic() - started
+        final = await h.reply(sent, count=2, timeout=20)
+        final_at = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert message_problems(early.body) == [] and message_problems(final.body) == []
+    blocks = str(early.body["blocks"])
+    assert ":hourglass_flowing_sand: *bravo* · waiting (up to 3 s)" in blocks
+    assert fleet.only["alpha"].split(":")[0] in blocks and fleet.only["charlie"].split(":")[0] in blocks
+    assert early_at < TIMEOUT, early_at  # before the frozen host's timeout
+    blocks = str(final.body["blocks"])
+    assert ":red_circle: *bravo* · failed" in blocks and "bravo did not answer within 3 s" in blocks
+    assert final_at >= TIMEOUT
