@@ -394,7 +394,8 @@ class SlackRuntime:
 
     def _render_now(self, reply: Reply, **kwargs) -> Message:
         note = engine_note(self.services)
-        if note and not reply.engine_note:  # announcements, progress, operation messages: the same engine
+        # announcements, progress, operation messages: the same engine (many hosts: only the default host's)
+        if note and not reply.engine_note and (self.services.fleet is None or reply.host in ("", self.host)):
             reply = dataclasses.replace(reply, engine_note=note)
         kwargs.setdefault("native", self.settings.native_tables)  # lists as data_table blocks
         try:
