@@ -23,7 +23,8 @@ Two forms, which may be combined (a name in both is a problem):
       web = ["prod", "staging"]
 
       [channels]
-      C0PRODOPS = "prod"                 # a Slack channel ID -> its default host
+      C0PRODOPS = "prod"                 # a Slack channel ID -> its default host (or group)
+      "#staging-ops" = "staging"         # or its name (a renamed channel loses it: IDs are safer)
 
 ``DOCKHAND_DEFAULT_HOST`` names the default host too (it wins over the file).
 With neither form set, the engine is the one ``DOCKER_HOST`` (or a context)
@@ -41,6 +42,7 @@ from bot.connection import ConnectionProblem, EngineTarget, target_for
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
 RESERVED = frozenset({"all"})
+CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,79}")
 DEFAULT_HOST_TIMEOUT = 10.0
 ROLE_KEYS = ("admins", "operators", "viewers", "approvers")
 HOST_KEYS = frozenset({"url", "cert_path", "tls_verify", "timeout", "remove_role", *ROLE_KEYS})
@@ -244,10 +246,15 @@ def load_hosts(env: Mapping[str, str], problems: list[str]) -> HostsSettings | N
         problems.append("DOCKHAND_HOSTS_FILE: [channels] must be a table (C0123ABC = \"prod\")")
         raw_channels = {}
     for channel, name in raw_channels.items():
-        if not (channel[:1] in "CGD" and channel.isalnum() and channel.upper() == channel):
-            problems.append(f"DOCKHAND_HOSTS_FILE: [channels] {channel[:40]!r} is not a Slack channel ID (C…, G… or D…)")
+        if channel.startswith("#") and not CHANNEL_NAME.fullmatch(channel[1:]):
+            problems.append(f"DOCKHAND_HOSTS_FILE: [channels] {channel[:40]!r} is not a Slack channel name "
+                            "(#lower-case-letters-digits-_-)")
+        elif not channel.startswith("#") and not (channel[:1] in "CGD" and channel.isalnum()
+                                                  and channel.upper() == channel):
+            problems.append(f"DOCKHAND_HOSTS_FILE: [channels] {channel[:40]!r} is not a Slack channel ID (C…, G… or D…) "
+                            "or name (\"#prod-ops\")")
         elif not isinstance(name, str) or (name not in names and name not in groups):
-            problems.append(f"DOCKHAND_HOSTS_FILE: channel {channel} names {str(name)[:40]!r}, which is no host or "
+            problems.append(f"DOCKHAND_HOSTS_FILE: channel {channel[:40]} names {str(name)[:40]!r}, which is no host or "
                             f"group (known: {known})")
         else:
             channels[channel] = name

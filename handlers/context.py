@@ -31,6 +31,7 @@ class Actor:
     name: str = ""
     via: str = "shell"  # "shell" | "slack"
     channel: str = ""
+    channel_name: str = ""  # as the payload names it ("prod-ops"): many hosts' channel defaults may use it
     # the configured user groups (Slack ``S…`` IDs) this person belongs to,
     # as the front end found them; roles are decided in handlers/access.py
     groups: frozenset[str] = frozenset()

@@ -238,10 +238,10 @@ def targets(command: Command, actor: Actor, services: Services) -> tuple[tuple[s
                              f"This Dockhand manages one engine ({services.label}); name several in "
                              "DOCKHAND_HOSTS (name=URL,...) to choose one with `@name` or `-H name`.")
         return (), False
-    names = hosts.resolve(command.target, actor.channel)
+    names = hosts.resolve(command.target, actor.channel, actor.channel_name)
     if command.spec is None or command.parsed.help:  # help and usage answer the same everywhere
         return names[:1], False
-    return names, len(names) > 1 or hosts.is_group(command.target, actor.channel)
+    return names, len(names) > 1 or hosts.is_group(command.target, actor.channel, actor.channel_name)
 
 
 def target_services(names: tuple[str, ...], services: Services) -> Services:
@@ -272,7 +272,8 @@ def hosts_for_line(text: str, actor: Actor, services: Services) -> tuple[str, li
     if not many:
         here = target_services(names, services)
         return here.label, [here]
-    selector = command.target if command.target is not None else services.fleet.channels.get(actor.channel, "all")
+    selector = (command.target if command.target is not None
+                else services.fleet.channel_default(actor.channel, actor.channel_name) or "all")
     label = f"{selector} ({', '.join(names)})" if selector not in names else selector
     return label, [services.fleet.services(n) for n in names]
 
@@ -281,7 +282,8 @@ async def _fan_out(command: Command, actor: Actor, services: Services, names: tu
                    emit: Emit = None) -> Reply:
     from . import drift, fanout, fleet_ops
 
-    selector = command.target if command.target is not None else services.fleet.channels.get(actor.channel, "")
+    selector = (command.target if command.target is not None
+                else services.fleet.channel_default(actor.channel, actor.channel_name))
     selector = selector or "all"
     if command.effect != READ:
         async def change(here: Services) -> Reply:

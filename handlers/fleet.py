@@ -87,9 +87,14 @@ class Fleet:
             text += "; groups: " + ", ".join(f"{g} ({', '.join(m)})" for g, m in self.groups.items())
         return text + "; @all: every host"
 
-    def resolve(self, selector: str | None, channel: str = "") -> tuple[str, ...]:
+    def channel_default(self, channel: str = "", channel_name: str = "") -> str:
+        """The host or group a channel speaks to by default ("" for none): by
+        its ID, else by its name (``#prod-ops``, as the hosts file may say)."""
+        return self.channels.get(channel) or (self.channels.get("#" + channel_name) if channel_name else "") or ""
+
+    def resolve(self, selector: str | None, channel: str = "", channel_name: str = "") -> tuple[str, ...]:
         """The host names a command goes to, in the settings' order."""
-        chosen = selector if selector is not None else (self.channels.get(channel) or self.default)
+        chosen = selector if selector is not None else (self.channel_default(channel, channel_name) or self.default)
         if chosen == ALL:
             return self.names
         if chosen in self.targets:
@@ -99,9 +104,9 @@ class Fleet:
         raise UsageError(f"unknown host {chosen[:60]!r}",
                          f"Known {self.known()}. Name one with `@name` or `-H name`.")
 
-    def is_group(self, selector: str | None, channel: str = "") -> bool:
+    def is_group(self, selector: str | None, channel: str = "", channel_name: str = "") -> bool:
         """Does this selector name several hosts, even when the group holds one?"""
-        chosen = selector if selector is not None else (self.channels.get(channel) or self.default)
+        chosen = selector if selector is not None else (self.channel_default(channel, channel_name) or self.default)
         return chosen == ALL or chosen in self.groups
 
     def services(self, name: str) -> "Services":

@@ -299,10 +299,11 @@ class SlackRuntime:
         log.info("ignored a repeated delivery of %s (X-Slack-Retry-Num: %s)", key[:60], retry[0])
         return False
 
-    async def actor(self, user_id: str, user_name: str, channel: str) -> Actor:
+    async def actor(self, user_id: str, user_name: str, channel: str, channel_name: str = "") -> Actor:
         """The person behind a payload, with the configured user groups they are in."""
         groups = await self.directory.groups_of(user_id) if self.directory is not None else frozenset()
-        return Actor(id=user_id, name=user_name, via="slack", channel=channel, groups=groups)
+        return Actor(id=user_id, name=user_name, via="slack", channel=channel, groups=groups,
+                     channel_name=channel_name[:80])
 
     @contextlib.asynccontextmanager
     async def job(self, respond=None):

@@ -96,6 +96,7 @@ pair = ["charlie", "bravo"]
 [channels]
 C0BRAVO = "bravo"
 C0PAIR = "pair"
+"#charlie-ops" = "charlie"
 ''')
 
 
@@ -314,6 +315,9 @@ async def test_slack_names_the_host_per_channel_and_answers_every_host(services,
     assert blocks.index("*alpha*") < blocks.index("*bravo*") < blocks.index("*charlie*")
     for ref in fleet.only.values():
         assert ref.split(":")[0] in blocks
+    sent = await h.command("/images", "", channel_id="C0ELSEWHERE", channel_name="charlie-ops", user_id=OPS)
+    message = (await h.reply(sent)).body
+    assert "on `charlie`" in str(message["blocks"])  # a channel's default by its name
     sent = await h.command("/images", "@nope", user_id=OPS)
     message = (await h.reply(sent)).body
     assert "unknown host" in str(message) and "alpha, bravo, charlie" in str(message)

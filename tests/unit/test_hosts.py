@@ -86,12 +86,13 @@ web = ["prod-2", "prod-1"]
 [channels]
 C0PRODOPS = "prod-1"
 C0WEB = "web"
+"#staging-ops" = "staging"
 ''')
     s = _settings(DOCKHAND_HOSTS_FILE=str(f), DOCKHAND_APPROVERS="", DOCKHAND_OPERATORS="UOTHER")
     h = s.hosts
     assert h.names == ("prod-1", "prod-2", "staging") and h.default == "staging"
     assert h.groups == {"web": ("prod-1", "prod-2")}  # the settings' order
-    assert h.channels == {"C0PRODOPS": "prod-1", "C0WEB": "web"}
+    assert h.channels == {"C0PRODOPS": "prod-1", "C0WEB": "web", "#staging-ops": "staging"}
     assert [x.timeout for x in h.hosts] == [2.5, 4.0, 4.0]
     prod, _, staging = h.hosts
     assert s.policy(prod).approvers == {"UAPPROVER"} and s.policy(prod).operators == {"UOTHER"}
@@ -119,6 +120,7 @@ a = ["b"]
 g = ["b", "zz"]
 [channels]
 prod = "a"
+"#Bad Name" = "a"
 C0X = "nothing"
 ''')
     problems = _problems(DOCKHAND_HOSTS_FILE=str(f), DOCKHAND_HOSTS="a=unix:///other")
@@ -126,7 +128,8 @@ C0X = "nothing"
     for expected in ("unknown key 'colour'", "has cert_path but unix:// takes no TLS", "/nonexistent is not a directory",
                      "remove_role must be", "timeout must be a number of seconds above 0",
                      "group 'a' has the name of a host", "group 'g' names unknown host(s) 'b', 'zz'",
-                     "'prod' is not a Slack channel ID", "channel C0X names 'nothing'",
+                     "'prod' is not a Slack channel ID", "'#Bad Name' is not a Slack channel name",
+                     "channel C0X names 'nothing'",
                      "default names 'gone', which is no host", "named both in DOCKHAND_HOSTS and in DOCKHAND_HOSTS_FILE"):
         assert expected in text, (expected, problems)
     assert all("\n" not in p for p in problems)
@@ -185,7 +188,7 @@ def _fleet(frozen=()):
         engine = (FrozenEngine if name in frozen else FakeEngine)(
             images=[image(f"sha256:{i + 1:064x}", [f"app:{name}"], created=0, size=1000 * (i + 1))])
         targets[name] = Services(engine=engine, host_label=name, policy=Policy())
-    fleet = Fleet(targets, "staging", {"web": ("prod", "edge")}, {"C0PROD": "prod", "C0WEB": "web"},
+    fleet = Fleet(targets, "staging", {"web": ("prod", "edge")}, {"C0PROD": "prod", "C0WEB": "web", "#edge-ops": "edge"},
                   {n: 0.5 for n in targets})
     for s in targets.values():
         s.fleet = fleet
@@ -199,6 +202,8 @@ def test_resolve_channel_defaults_groups_all_and_unknown():
     assert fleet.resolve(None, "C0WEB") == ("prod", "edge")
     assert fleet.resolve("all") == ("prod", "staging", "edge")
     assert fleet.resolve("edge", "C0PROD") == ("edge",)
+    assert fleet.resolve(None, "C0OTHER", "edge-ops") == ("edge",)  # by the channel's name
+    assert fleet.resolve(None, "C0PROD", "edge-ops") == ("prod",)  # its ID first
     with pytest.raises(UsageError) as info:
         fleet.resolve("prdo")
     assert "unknown host 'prdo'" in info.value.message
