@@ -12,6 +12,7 @@ others answer within their time and the frozen one is named.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -451,6 +452,8 @@ async def test_slack_sends_the_answers_so_far_while_a_frozen_host_is_awaited(ser
         early_at = time.monotonic() - started
         final = await h.reply(sent, count=2, timeout=20)
         final_at = time.monotonic() - started
+        status, text = await h.get("/readyz")  # one host frozen: still ready, degraded, the host named
+        ready = json.loads(text)
     finally:
         os.kill(pid, signal.SIGCONT)
     assert message_problems(early.body) == [] and message_problems(final.body) == []
@@ -461,3 +464,6 @@ async def test_slack_sends_the_answers_so_far_while_a_frozen_host_is_awaited(ser
     blocks = str(final.body["blocks"])
     assert ":red_circle: *bravo* · failed" in blocks and "bravo did not answer within 3 s" in blocks
     assert final_at >= TIMEOUT
+    assert status == 200 and ready["status"] == "degraded"
+    assert ready["hosts"]["bravo"] == {"reachable": False, "error": "timeout"}
+    assert ready["hosts"]["alpha"]["reachable"] and ready["hosts"]["charlie"]["reachable"]

@@ -297,3 +297,22 @@ async def test_answers_come_as_they_arrive_when_a_front_end_takes_them():
     assert "=== prod: waiting (up to 0.5 s) ===" in render(seen[-1][1])
     assert [s["host"] for s in reply.meta["sections"]] == ["prod", "staging", "edge"]
     assert reply.meta["sections"][1]["elapsed"] < 0.4 <= reply.meta["sections"][0]["elapsed"]
+
+
+async def test_readiness_with_many_hosts_needs_one_host_and_names_each():
+    import json as _json
+
+    from bot.health import EngineProbe, Status
+    from bot.metrics import Metrics
+    from handlers.errors import EngineUnreachable
+
+    up, down = FakeEngine(), FakeEngine(fail=EngineUnreachable("gone"))
+    metrics = Metrics()
+    default = EngineProbe(up, metrics=metrics)
+    status = Status(default, metrics, "prod", hosts={"prod": default, "edge": EngineProbe(down)})
+    r = await status.readyz(None)
+    body = _json.loads(r.text)
+    assert r.status == 200 and body["status"] == "degraded"
+    assert body["hosts"]["prod"]["reachable"] and body["hosts"]["edge"] == {"reachable": False, "error": "unreachable"}
+    status = Status(EngineProbe(down), metrics, "prod", hosts={"prod": EngineProbe(down), "edge": EngineProbe(down)})
+    assert (await status.readyz(None)).status == 503
