@@ -58,11 +58,12 @@ async def answer(reply: Reply, actor: Actor, services: Services, *, yes: bool, c
         print("Confirmed by --yes.", file=out, flush=True)
         return await operations.confirm(question.op, actor, services)
     if not can_ask:
-        await operations.cancel(question.op, actor, services)
+        cancelled = await operations.cancel(question.op, actor, services)
         return Reply(reply.command, (ErrorPart(
             "Not confirmed: there is no terminal to ask on, so nothing was removed.",
             "Review the plan above, then run it again with `dockhand shell --yes -c '...'` to confirm."),),
-            status=Status.FAILED, summary="not confirmed")
+            status=Status.FAILED, summary="not confirmed",
+            operation=cancelled.operation)  # its host names the reply (many hosts: not the default one)
     if _ask(question.question, question.expires_at, stdin, out):
         return await operations.confirm(question.op, actor, services)
     return await operations.cancel(question.op, actor, services)

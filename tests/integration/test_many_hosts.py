@@ -467,3 +467,22 @@ async def test_slack_sends_the_answers_so_far_while_a_frozen_host_is_awaited(ser
     assert status == 200 and ready["status"] == "degraded"
     assert ready["hosts"]["bravo"] == {"reachable": False, "error": "timeout"}
     assert ready["hosts"]["alpha"]["reachable"] and ready["hosts"]["charlie"]["reachable"]
+
+
+def test_shell_removes_on_a_group_with_one_yes(stack, fleet, tmp_path):
+    ref = f"dockhand-fleet/shell:{uuid.uuid4().hex[:8]}"
+    for host in ("alpha", "bravo", "charlie"):
+        fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
+    try:
+        env = env_for(stack, fleet, tmp_path)
+        r = dockhand("shell", "-c", f"rmi @pair {ref}", env=env)  # no terminal, no --yes: a plan only
+        assert r.returncode == 1 and "Not confirmed" in r.stderr and fleet.has("bravo", ref) and fleet.has("charlie", ref)
+        assert list(sections(r.stdout)) == ["bravo", "charlie"]
+        assert "sample engine" not in r.stderr  # the default host's note is not about these hosts
+        r = dockhand("shell", "--yes", "-c", f"rmi @pair {ref}", env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not fleet.has("bravo", ref) and not fleet.has("charlie", ref) and fleet.has("alpha", ref)
+        assert r.stdout.count("Untagged: " + ref) == 2
+    finally:
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, check=False)
