@@ -101,11 +101,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dockhand: cannot use the state directory {settings.state_path} ({exc.strerror or exc}): "
               "set DOCKHAND_STATE_DIR to a writable directory", file=sys.stderr)
         return 2
+    if settings.hosts is not None:
+        # many hosts: each is asked once; one that does not answer is named, never stops the others
+        for line in asyncio.run(_reach_hosts(services)):
+            print(f"dockhand: warning: {line}", file=sys.stderr)
     target = settings.target
-    if target.tls is not None and not target.tls.verify:
+    if settings.hosts is None and target.tls is not None and not target.tls.verify:
         print(f"dockhand: warning: TLS to {target.url} does not verify the engine's certificate "
               f"({target.tls.origin}); set DOCKER_TLS_VERIFY=1 to verify it", file=sys.stderr)
-    if target.explicit:
+    if target.explicit and settings.hosts is None:
         # DOCKER_HOST or a context names the engine: it must answer before anything is served
         problem = asyncio.run(_reach(services, target, settings.engine_timeout))
         if problem:
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "slack":
         from bot.slack.app import serve
 
-        return serve(settings, services)
+        return _leave(services, serve(settings, services))
     if args.__dict__.get("command") is not None:
         from bot.shell import run_once
 
@@ -124,10 +128,56 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 await close_services(services)
 
-        return asyncio.run(once())
+        return _leave(services, asyncio.run(once()))
     from bot.shell import interactive
 
-    return interactive(services, yes=bool(getattr(args, "yes", False)))
+    return _leave(services, interactive(services, yes=bool(getattr(args, "yes", False))))
+
+
+def _leave(services, code: int) -> int:
+    """Many hosts: a frozen host's engine call blocks in a worker thread until
+    the engine timeout (docker-py cannot interrupt it), and Python joins those
+    threads at exit. Its answer is no longer wanted: the process ends now,
+    with its output flushed (the store and audit log are already closed and
+    every audit record was written durably when it happened)."""
+    from bot.wiring import stuck_hosts
+
+    stuck = stuck_hosts(services)
+    if not stuck:
+        return code
+    import logging
+    import os
+
+    logging.getLogger("dockhand").info("not waiting for %s: a call to it is still blocked", ", ".join(stuck))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def _reach_hosts(services) -> list[str]:
+    """Every named host asked for its version at once, within its own timeout:
+    a line for each that did not answer (or whose TLS is not verified)."""
+    from bot.engine_check import reach
+
+    fleet = services.fleet
+
+    async def one(name: str) -> str | None:
+        here = fleet.services(name)
+        target = here.engine.target
+        try:
+            problem = await asyncio.wait_for(reach(here.engine, target, fleet.timeout(name)), fleet.timeout(name))
+        except asyncio.TimeoutError:
+            problem = f"No Docker Engine answered at {target.describe()}: nothing came back within " \
+                      f"{fleet.timeout(name):g} s"
+        if problem:
+            return f"host {name}: {problem}; the other hosts are served"
+        if target.tls is not None and not target.tls.verify:
+            return f"host {name}: TLS to {target.url} does not verify the engine's certificate"
+        return None
+
+    lines = await asyncio.gather(*(one(n) for n in fleet.names))
+    return [line for line in lines if line]
 
 
 async def _reach(services, target, timeout: float) -> str | None:

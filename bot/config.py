@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from bot.connection import DEFAULT_UNIX_HOST, ConnectionProblem, EngineTarget, resolve
+from bot.hosts_config import HostsSettings, load_hosts
 from bot.credentials import RegistryLogin, docker_config_problems, parse_registry_logins
 from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY
 
@@ -40,6 +41,8 @@ class Settings:
     registry_logins: tuple[RegistryLogin, ...] = ()
     docker_config: str = ""  # $DOCKER_CONFIG (a directory); "" = ~/.docker
     host_label: str = ""
+    # many hosts (bot/hosts_config.py): DOCKHAND_HOSTS / DOCKHAND_HOSTS_FILE; None = the one engine above
+    hosts: HostsSettings | None = None
     search_index: str = ""
     slack_bot_token: str = ""
     slack_signing_secret: str = ""
@@ -103,11 +106,16 @@ class Settings:
 
         return RunLimits(memory=self.run_memory, cpus=self.run_cpus, pids=self.run_pids, timeout=self.run_timeout)
 
-    def policy(self):
-        from handlers.access import Policy
+    def policy(self, host=None):
+        """The access policy; for a named ``host`` (a HostSetting), its own
+        grants replace the global ones key by key, and its ``remove_role``."""
+        from handlers.access import ROLE_BY_NAME, Policy, Role
 
-        return Policy(admins=self.admins, operators=self.operators, viewers=self.viewers,
-                      approvers=self.approvers, channels=self.channels)
+        grants = dict(host.grants) if host is not None else {}
+        remove = ROLE_BY_NAME[host.remove_role] if host is not None and host.remove_role else Role.ADMIN
+        return Policy(admins=grants.get("admins", self.admins), operators=grants.get("operators", self.operators),
+                      viewers=grants.get("viewers", self.viewers), approvers=grants.get("approvers", self.approvers),
+                      channels=self.channels, remove_role=remove)
 
 
 def default_state_dir() -> Path:
@@ -241,6 +249,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
     # Private registries: DOCKHAND_REGISTRY_<NAME>_{HOST,USERNAME,PASSWORD|PASSWORD_FILE},
     # then the Docker CLI's $DOCKER_CONFIG/config.json (auths, credHelpers, credsStore).
     # Problems name the variable or the file, never a password.
+    hosts = load_hosts(env, problems)  # many hosts: named engines, groups, channel defaults
+
     registry_logins, login_problems = parse_registry_logins(env)
     problems.extend(login_problems)
     docker_config = env.get("DOCKER_CONFIG", "").strip()
@@ -257,6 +267,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
         registry_logins=registry_logins,
         docker_config=docker_config,
         host_label=env.get("DOCKHAND_HOST_LABEL", "").strip(),
+        hosts=hosts,
         search_index=env.get("DOCKHAND_SEARCH_INDEX", "").strip().rstrip("/"),
         slack_bot_token=env.get("SLACK_BOT_TOKEN", "").strip(),
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET", "").strip(),

@@ -263,6 +263,15 @@ class DockerEngine(ContainerRuns):
         self._streams: set[_PullStream] = set()
         self._streams_lock = threading.Lock()
         self._closed = False
+        self._busy = 0  # engine calls a worker is in right now (a frozen engine keeps them there)
+        self._busy_lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        """Engine calls still in a worker: after ``close(wait=False)``, the calls
+        a frozen engine holds (docker-py offers no way to interrupt them; each
+        ends by the engine timeout)."""
+        return self._busy
 
     def count_into(self, metrics) -> None:
         """Count engine calls and pulls in flight into ``metrics`` (bot.metrics.Metrics)."""
@@ -360,12 +369,17 @@ class DockerEngine(ContainerRuns):
         self._check_open()
 
         def work() -> T:
+            with self._busy_lock:
+                self._busy += 1
             try:
                 if get and self._target.speaks_http:
                     return self._get_json(get)
                 return fn(self._client())
             except Exception as exc:
                 raise self._map(exc, operation=operation, timeout=self._timeout, ref=ref) from exc
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
 
         loop = asyncio.get_running_loop()
         started, ok = time.monotonic(), False
@@ -719,8 +733,9 @@ class DockerEngine(ContainerRuns):
         return await self._run(OP_CONTAINERS, lambda api: frozenset(
             c["ImageID"] for c in api.containers(all=True) if c.get("ImageID")))
 
-    async def close(self) -> None:
-        """Stop running pulls, wait for the workers, drop the connection."""
+    async def close(self, wait: bool = True) -> None:
+        """Stop running pulls, wait for the workers (``wait=False``: not for
+        calls a frozen engine holds, see :attr:`busy`), drop the connection."""
         if self._closed:
             return
         self._closed = True
@@ -729,7 +744,8 @@ class DockerEngine(ContainerRuns):
         for s in streams:
             s.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        await asyncio.to_thread(self._executor.shutdown, True)
+        if wait:
+            await asyncio.to_thread(self._executor.shutdown, True)
         api, self._api = self._api, None
         if api is not None:
             api.close()

@@ -13,6 +13,12 @@
   503 when it did not (a load balancer or an alert can key on it).
 * ``GET /metrics``: the app's registry in the Prometheus text format.
 
+With many hosts, ``engine`` is the default host's and ``hosts`` has every
+host's answer by name (probed at once, each bounded alike); ``status`` is
+"degraded" when any host does not answer, and ``/readyz`` is 503 only when
+none does: one host down must not take the bot that serves the others out
+of service.
+
 The engine probe (``version``) is bounded: it waits at most
 :data:`PROBE_TIMEOUT` seconds, its answer is kept :data:`PROBE_TTL` seconds,
 and scrapers arriving meanwhile share one probe in flight, so no scraper can
@@ -77,20 +83,32 @@ class EngineProbe:
 class Status:
     """The three endpoints for one app."""
 
-    def __init__(self, probe: EngineProbe, metrics: Metrics, label: str | None, *, mode: str = "http"):
+    def __init__(self, probe: EngineProbe, metrics: Metrics, label: str | None, *, mode: str = "http",
+                 hosts: dict[str, EngineProbe] | None = None):
         self.probe, self.metrics, self.label, self.mode = probe, metrics, label, mode
+        self.hosts = hosts  # many hosts: every host's probe by name (the default host's is ``probe``)
 
     async def body(self) -> dict[str, Any]:
         engine = await self.probe.check()
-        return {"status": "ok" if engine["reachable"] else "degraded", "host": self.label, "mode": self.mode,
+        body = {"status": "ok" if engine["reachable"] else "degraded", "host": self.label, "mode": self.mode,
                 "engine": engine, "uptime_seconds": round(time.time() - self.metrics.started, 1)}
+        if self.hosts:
+            answers = await asyncio.gather(*(p.check() for p in self.hosts.values()))
+            body["hosts"] = dict(zip(self.hosts, answers))
+            body["status"] = "ok" if all(a["reachable"] for a in answers) else "degraded"
+        return body
+
+    def _ready(self, body: dict[str, Any]) -> bool:
+        if "hosts" in body:
+            return any(a["reachable"] for a in body["hosts"].values())
+        return body["engine"]["reachable"]
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json(200, await self.body())
 
     async def readyz(self, request: web.Request) -> web.Response:
         body = await self.body()
-        return _json(200 if body["engine"]["reachable"] else 503, body)
+        return _json(200 if self._ready(body) else 503, body)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         await self.probe.check()  # dockhand_engine_up is as fresh as the probe's cache

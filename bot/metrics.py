@@ -98,8 +98,13 @@ class Metrics:
         self.engine_seconds.labels(call, "ok" if ok else "error").observe(seconds)
 
     def track_pulls(self, count: Callable[[], int]) -> None:
-        """The pulls in flight are read from ``count()`` at every scrape."""
-        self.pulls_in_flight.set_function(lambda: float(count()))
+        """The pulls in flight are read from ``count()`` at every scrape, summed
+        over every engine that registered one (one per host)."""
+        counts = getattr(self, "_pull_counts", None)
+        if counts is None:
+            counts = self._pull_counts = []
+            self.pulls_in_flight.set_function(lambda: float(sum(c() for c in counts)))
+        counts.append(count)
 
     def slack_call(self, method: str, status: int) -> None:
         self.slack_calls.labels(method).inc()

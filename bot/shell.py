@@ -6,6 +6,7 @@ already hold the Docker socket."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import os
 import sys
@@ -15,9 +16,9 @@ from pathlib import Path
 from bot.render.text import context_note, render, render_progress, safe
 from handlers import dispatch, engine_identity, operations
 from handlers.context import Actor, Services
-from handlers.dispatch import with_context
+from handlers.dispatch import with_operation_context
 from handlers.errors import EngineError
-from handlers.replies import ErrorPart, Progress, Reply, Status
+from handlers.replies import ErrorPart, HostHeading, Progress, Reply, Status
 
 BANNER = "Dockhand shell on {host}. Type 'help' for commands, 'exit' to leave. Leading '/' and 'docker' are optional."
 HISTORY = Path(os.environ.get("DOCKHAND_HISTORY", Path.home() / ".dockhand_history"))
@@ -57,11 +58,12 @@ async def answer(reply: Reply, actor: Actor, services: Services, *, yes: bool, c
         print("Confirmed by --yes.", file=out, flush=True)
         return await operations.confirm(question.op, actor, services)
     if not can_ask:
-        await operations.cancel(question.op, actor, services)
+        cancelled = await operations.cancel(question.op, actor, services)
         return Reply(reply.command, (ErrorPart(
             "Not confirmed: there is no terminal to ask on, so nothing was removed.",
             "Review the plan above, then run it again with `dockhand shell --yes -c '...'` to confirm."),),
-            status=Status.FAILED, summary="not confirmed")
+            status=Status.FAILED, summary="not confirmed",
+            operation=cancelled.operation)  # its host names the reply (many hosts: not the default one)
     if _ask(question.question, question.expires_at, stdin, out):
         return await operations.confirm(question.op, actor, services)
     return await operations.cancel(question.op, actor, services)
@@ -79,18 +81,32 @@ async def run_once(services: Services, line: str, out=None, err=None, *, yes: bo
     final = await answer(reply, actor, services, yes=yes, can_ask=sys.stdin.isatty() and out.isatty(),
                          out=out, err=err)
     if final is not None:
-        final = await with_context(final, services)
+        final = await with_operation_context(final, services)
         _print(final, out, err)
         reply = final
     return int(reply.status)
 
 
+def _streams(reply: Reply) -> list[Reply]:
+    """A reply with a section per host, cut into its sections (a host that
+    failed goes to stderr, the others' answers to stdout); else the reply."""
+    if not any(isinstance(p, HostHeading) for p in reply.parts):
+        return [reply]
+    out: list[Reply] = []
+    for part in reply.parts:
+        if isinstance(part, HostHeading) or not out:
+            out.append(dataclasses.replace(reply, parts=()))
+        out[-1] = dataclasses.replace(out[-1], parts=out[-1].parts + (part,))
+    return out
+
+
 def _print(reply: Reply, out, err) -> None:
     """Errors go to stderr like the CLI's; everything else (tables, plans) to stdout.
     The engine's note (the sample engine) follows on stderr."""
-    text = render(reply)
-    if text:
-        print(text, file=err if any(isinstance(p, ErrorPart) for p in reply.parts) else out, flush=True)
+    for part in _streams(reply):
+        text = render(part)
+        if text:
+            print(text, file=err if any(isinstance(p, ErrorPart) for p in part.parts) else out, flush=True)
     note = context_note(reply)
     if note:
         print(note, file=err, flush=True)
@@ -161,7 +177,7 @@ def interactive(services: Services, *, yes: bool = False) -> int:
                     print("Interrupted.", file=sys.stderr)
                     continue
                 if final is not None:
-                    reply = runner.run(with_context(final, services))
+                    reply = runner.run(with_operation_context(final, services))
                     _print(reply, sys.stdout, sys.stderr)
                 status = int(reply.status)
         finally:

@@ -91,25 +91,64 @@ def build_services(settings: Settings, metrics=None) -> Services:
     from bot.store import SqliteStore
 
     credentials = CredentialStore(settings.registry_logins, docker_config=settings.docker_config)
-    engine = DockerEngine(settings.target, timeout=settings.engine_timeout,
-                          stall_timeout=settings.pull_stall_timeout, credentials=credentials,
-                          per_person=settings.per_person_registry_calls, per_registry=settings.per_registry_calls,
-                          label=settings.host_label, metrics=metrics)
-    engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host
-    state = settings.state_path
-    return Services(engine=engine, host_label=settings.host_label, search_index=settings.search_index,
-                    # HTTP only where the engine's --insecure-registry settings (docker info) allow it
-                    catalog=RegistryClient(credentials, lane=engine.registry_slot,
-                                           security=EngineRegistrySecurity(engine.info)),
-                    client_info=_ClientInfo(), store=SqliteStore.open(state),
-                    audit=AuditLog(settings.audit_log_path), policy=settings.policy(),
-                    confirm_ttl=settings.confirm_ttl, runner=runner_id(), runner_alive=runner_alive)
+    store, audit = SqliteStore.open(settings.state_path), AuditLog(settings.audit_log_path)
+    info = _ClientInfo()
+
+    def one(target, label: str, policy) -> Services:
+        engine = DockerEngine(target, timeout=settings.engine_timeout,
+                              stall_timeout=settings.pull_stall_timeout, credentials=credentials,
+                              per_person=settings.per_person_registry_calls,
+                              per_registry=settings.per_registry_calls, label=label, metrics=metrics)
+        engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host
+        return Services(engine=engine, host_label=label, search_index=settings.search_index,
+                        # HTTP only where the engine's --insecure-registry settings (docker info) allow it
+                        catalog=RegistryClient(credentials, lane=engine.registry_slot,
+                                               security=EngineRegistrySecurity(engine.info)),
+                        client_info=info, store=store, audit=audit, policy=policy,
+                        confirm_ttl=settings.confirm_ttl, runner=runner_id(), runner_alive=runner_alive)
+
+    hosts = settings.hosts
+    if hosts is None:  # one engine, unnamed: DOCKER_HOST, a context or the default socket
+        return one(settings.target, settings.host_label, settings.policy())
+    return build_fleet(hosts, lambda h: one(h.target, h.name, settings.policy(h)))
+
+
+def build_fleet(hosts, make) -> Services:
+    """Many hosts: one Services per named host (its own engine adapter, thread
+    pool and policy; the store and audit log shared), all holding the same
+    :class:`handlers.fleet.Fleet`. The default host's Services is returned:
+    front ends hold it, and dispatch picks the host each command names."""
+    from handlers.fleet import Fleet
+
+    targets = {h.name: make(h) for h in hosts.hosts}
+    fleet = Fleet(targets, hosts.default, dict(hosts.groups), dict(hosts.channels),
+                  {h.name: h.timeout for h in hosts.hosts})
+    for services in targets.values():
+        services.fleet = fleet
+    return targets[hosts.default]
 
 
 async def close_services(services: Services) -> None:
-    """Close what build_services opened (engine, then the store)."""
+    """Close what build_services opened (every host's engine, then the store)."""
+    engines = ([s.engine for s in services.fleet.targets.values()] if services.fleet is not None
+               else [services.engine])
     try:
-        await services.engine.close()
+        for engine in engines:
+            try:
+                # many hosts: a frozen host's calls are not waited for (stuck_hosts says which remain)
+                await (engine.close(wait=False) if services.fleet is not None else engine.close())
+            except Exception:  # one host's adapter failing to close must not keep the others open
+                import logging
+
+                logging.getLogger("dockhand.wiring").exception("closing the engine of %s", engine.host)
     finally:
         if services.store is not None:
             await services.store.close()
+
+
+def stuck_hosts(services: Services) -> list[str]:
+    """Hosts whose engine still holds a call in a worker thread (a frozen
+    engine): the process need not wait for them to end (bot/cli.py)."""
+    if services.fleet is None:
+        return []
+    return [name for name, s in services.fleet.targets.items() if getattr(s.engine, "busy", 0)]

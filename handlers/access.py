@@ -59,6 +59,8 @@ class Policy:
     viewers: frozenset[str] = frozenset()  # empty: everyone is a viewer
     approvers: frozenset[str] = frozenset()  # non-empty: two-person rule for destructive operations
     channels: frozenset[str] = frozenset()  # non-empty: chat commands only in these channels
+    # the role a removal (a DESTRUCTIVE command) needs on this host: a staging host may let operators remove
+    remove_role: Role = Role.ADMIN
     groups: frozenset[str] = field(init=False, default=frozenset())
 
     def __post_init__(self) -> None:
@@ -98,11 +100,14 @@ def _grant_hint(actor: Actor, role: Role) -> str:
             f"{SETTING_FOR_ROLE[role]} (or to a setting of a higher role), then restarting Dockhand.")
 
 
-def role_needed(effect: str, role: str = "") -> Role:
-    """The role a command needs: what its effect implies, or its own
+def role_needed(effect: str, role: str = "", policy: Policy | None = None) -> Role:
+    """The role a command needs: what its effect implies (a removal: the
+    policy's ``remove_role``, admin unless a host lowers it), or its own
     ``CommandSpec.role`` when that is higher (``docker run`` is a WRITE that
     needs an admin)."""
     need = ROLE_FOR_EFFECT[effect]
+    if effect == DESTRUCTIVE and policy is not None:
+        need = policy.remove_role
     return max(need, ROLE_BY_NAME[role]) if role else need
 
 
@@ -112,7 +117,7 @@ def authorise(policy: Policy, actor: Actor, effect: str, command_path: str, role
         return Denial(f"Dockhand does not take commands in this channel ({actor.channel or 'unknown'}).",
                       "Use one of the channels listed in DOCKHAND_CHANNELS, or ask an admin to add this one.",
                       "channel not allowed")
-    need = role_needed(effect, role)
+    need = role_needed(effect, role, policy)
     have = policy.role_of(actor)
     if have >= need:
         return None

@@ -11,6 +11,7 @@ from .replies import Reply
 
 if TYPE_CHECKING:
     from .access import Policy
+    from .fleet import Fleet
     from .pullhub import PullHub
 
 
@@ -30,6 +31,7 @@ class Actor:
     name: str = ""
     via: str = "shell"  # "shell" | "slack"
     channel: str = ""
+    channel_name: str = ""  # as the payload names it ("prod-ops"): many hosts' channel defaults may use it
     # the configured user groups (Slack ``S…`` IDs) this person belongs to,
     # as the front end found them; roles are decided in handlers/access.py
     groups: frozenset[str] = frozenset()
@@ -58,6 +60,8 @@ class Services:
     runner: str = ""
     runner_alive: Callable[[str], bool] = lambda runner: False
     pulls: "PullHub" = field(default_factory=lambda: _pull_hub())  # pulls in flight, shared by requests
+    # many hosts (handlers/fleet.py): every named host's Services, shared by them all; None: one engine
+    fleet: "Fleet | None" = None
 
     @property
     def label(self) -> str:

@@ -7,12 +7,13 @@ the role it needs) is decided in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import uuid
 from dataclasses import dataclass, field
 
-from . import access, engine_identity, operations
+from . import access, engine_identity, fleet, operations
 from .argv import DESTRUCTIVE, READ, WRITE, CommandSpec, Parsed, command_help, parse_flags, quote_line, tokenize
 from .base import Call
 from .commands import _BY_PATH, MANAGEMENT, find_command, management_help, unknown_command
@@ -30,6 +31,29 @@ VERSION_FLAGS = ("-v", "--version")
 # sheet: `docker rmi [-f] $(docker images -q [...])`.
 _SUBSTITUTION = re.compile(r"\$\(([^()$`]*)\)")
 _LIST_PATHS = {("images",), ("image", "ls"), ("image", "list")}
+
+
+def _take_target(words: list[str]) -> tuple[list[str], str | None]:
+    """``words`` without the host selector (``@name``, ``-H name``), and the
+    selector: first the global ones before the command, then the command's
+    own words (for ``docker run``, only before the image: what follows is the
+    container's command line)."""
+    lead: list[str] = []
+    i = 0
+    while i < len(words) and (words[i].startswith("@") or words[i] in fleet.HOST_FLAGS
+                              or words[i].startswith(("--host=", "-H"))):
+        take = 2 if words[i] in fleet.HOST_FLAGS else 1
+        lead += words[i:i + take]
+        i += take
+    rest = words[i:]
+    spec, args = find_command(rest)
+    if spec is not None and not spec.interspersed:
+        first = next((j for j, w in enumerate(args) if not w.startswith(("-", "@"))), len(args))
+        stop = len(rest) - len(args) + first
+    else:
+        stop = None
+    out, selected = fleet.split_target(lead + rest, None if stop is None else stop + len(lead))
+    return out, selected
 
 
 def command_words(text: str) -> list[str]:
@@ -61,10 +85,11 @@ class Command:
     """A parsed command line: what it is, before anything runs."""
 
     words: list[str]
-    line: str  # normalised: "docker rmi -f x"
+    line: str  # normalised: "docker rmi -f x" (with a host named: "docker -H prod rmi -f x")
     parsed: Parsed | None = None  # None for the built-in forms (help, --version, "docker image")
     substitution: Parsed | None = None  # the `docker images -q` inside rmi's $(...)
     extra: dict = field(default_factory=dict)
+    target: str | None = None  # the host or group named (@name, -H name); None: the channel's or the default
 
     @property
     def spec(self) -> CommandSpec | None:
@@ -106,17 +131,19 @@ def parse_command(text: str) -> Command:
     if len(found) == 1 and "$(" in line:
         inner_text = found[0]
         outer = _SUBSTITUTION.sub(" ", line, count=1)
-        words = command_words(outer)
+        words, target = _take_target(command_words(outer))
         spec, _ = find_command(words)
         if spec is None or spec.path not in (("rmi",), ("image", "rm"), ("image", "remove")):
             tokenize(line)  # refuses it with the shell-syntax message
         substitution = _parse_substitution(inner_text)
     else:
-        words = command_words(line)
+        words, target = _take_target(command_words(line))
     shown = "docker " + quote_line(words) if words else "docker"
     if substitution is not None:
         shown += " $(" + substitution.line + ")"
-    command = Command(words, shown, substitution=substitution)
+    if target is not None:  # as the CLI spells it, so a button that re-runs the line reaches the same host
+        shown = "docker -H " + quote_line([target]) + shown[len("docker"):]
+    command = Command(words, shown, substitution=substitution, target=target)
     if not words or words[0] in HELP_FLAGS:
         command.words = ["help"]
         command.parsed = parse_flags(_BY_PATH[("help",)], [], "docker help")
@@ -184,15 +211,99 @@ def _without_min_args(spec: CommandSpec) -> CommandSpec:
 async def dispatch(text: str, actor: Actor, services: Services, emit: Emit = None) -> Reply:
     """Run one command line for ``actor``; never raises for anything a user can cause."""
     line = text.strip()
+    here = services
     try:
         command = parse_command(line)
         line = command.line
-        reply = await _run(command, actor, services, emit)
+        names, many = targets(command, actor, services)
+        if many:
+            return await _fan_out(command, actor, services, names, emit)
+        here = target_services(names, services)
+        reply = await _run(command, actor, here, emit)
     except DockhandError as exc:
         reply = error_reply(line, exc.message, exc.hint, exc.status)
     except Exception:  # a bug: log it whole, tell the person something useful
         reply = internal_error(line, actor)
-    return await with_context(reply, services)
+    return await with_context(reply, here)
+
+
+def targets(command: Command, actor: Actor, services: Services) -> tuple[tuple[str, ...], bool]:
+    """The host names ``command`` goes to (``()``: the one unnamed engine) and
+    whether it fans out (``@all``, a group). Raises UsageError for a host
+    nobody configured, listing the known ones."""
+    hosts = services.fleet
+    if hosts is None:
+        if command.target is not None and command.target != services.label:
+            raise UsageError(f"unknown host {command.target[:60]!r}",
+                             f"This Dockhand manages one engine ({services.label}); name several in "
+                             "DOCKHAND_HOSTS (name=URL,...) to choose one with `@name` or `-H name`.")
+        return (), False
+    names = hosts.resolve(command.target, actor.channel, actor.channel_name)
+    if command.spec is None or command.parsed.help:  # help and usage answer the same everywhere
+        return names[:1], False
+    return names, len(names) > 1 or hosts.is_group(command.target, actor.channel, actor.channel_name)
+
+
+def target_services(names: tuple[str, ...], services: Services) -> Services:
+    """The one host's Services (``services`` itself with a single unnamed engine)."""
+    return services.fleet.services(names[0]) if names and services.fleet is not None else services
+
+
+def services_for_line(text: str, actor: Actor, services: Services) -> Services:
+    """The Services a command line speaks to when it names one host (front
+    ends announce a pull on the right host with it); ``services`` when the
+    line does not parse or fans out."""
+    try:
+        names, many = targets(parse_command(text), actor, services)
+    except DockhandError:
+        return services
+    return services if many else target_services(names, services)
+
+
+def hosts_for_line(text: str, actor: Actor, services: Services) -> tuple[str, list[Services]]:
+    """How a front end names where a command line goes ("prod", or
+    "web (prod-1, prod-2)" for a fan-out) and those hosts' Services; the
+    line's own host when it does not parse."""
+    try:
+        command = parse_command(text)
+        names, many = targets(command, actor, services)
+    except DockhandError:
+        return services.label, [services]
+    if not many:
+        here = target_services(names, services)
+        return here.label, [here]
+    selector = (command.target if command.target is not None
+                else services.fleet.channel_default(actor.channel, actor.channel_name) or "all")
+    label = f"{selector} ({', '.join(names)})" if selector not in names else selector
+    return label, [services.fleet.services(n) for n in names]
+
+
+async def _fan_out(command: Command, actor: Actor, services: Services, names: tuple[str, ...],
+                   emit: Emit = None) -> Reply:
+    from . import drift, fanout, fleet_ops
+
+    selector = (command.target if command.target is not None
+                else services.fleet.channel_default(actor.channel, actor.channel_name))
+    selector = selector or "all"
+    if command.effect != READ:
+        async def change(here: Services) -> Reply:
+            return await _run(command, actor, here, None)
+
+        if command.asks_first:  # one plan per host, one confirmation for all
+            return await fleet_ops.request(command.line, selector, names, actor, services, change)
+        # a write (pull): on every host at once, each an audited operation of its host, run to its end
+        return await fanout.run(command.line, selector, names, services.fleet, change, timeout=False)
+
+
+    reference = drift.reference_of(command)  # `images NAME[:TAG] @all`: is it the same image everywhere?
+
+    async def run_one(here: Services) -> Reply:
+        reply = await _run(command, actor, here, None)
+        if reference is not None and reply.ok:
+            reply = await drift.attach(reply, here.engine, reference)
+        return reply
+
+    return await fanout.run(command.line, selector, names, services.fleet, run_one, drift_of=reference, emit=emit)
 
 
 def internal_error(line: str, actor: Actor) -> Reply:
@@ -245,8 +356,11 @@ async def engine_check(command: Command, services: Services) -> None:
         await spec.engine_check(command.parsed, services.engine)
 
 
-async def engine_preflight(command: Command, services: Services) -> Reply | None:
-    """:func:`engine_check` as a reply: the usage-error Reply, or None."""
+async def engine_preflight(command: Command, services: Services, actor: Actor | None = None) -> Reply | None:
+    """:func:`engine_check` as a reply: the usage-error Reply, or None. With
+    ``actor``, on the host the command names (or the channel's)."""
+    if actor is not None:
+        services = services_for_line(command.line, actor, services)
     try:
         await engine_check(command, services)
     except DockhandError as exc:
@@ -269,3 +383,16 @@ async def with_context(reply: Reply, services: Services) -> Reply:
     await engine_identity.learn(services)
     reply = engine_identity.fit_hints(reply, services)
     return reply.with_context(services.label, services.engine_version, engine_identity.engine_note(services))
+
+
+async def with_operation_context(reply: Reply, services: Services) -> Reply:
+    """:func:`with_context` for the answer to a confirmation or a cancel: the
+    host the operation is on (many hosts: not the default one); an operation
+    over several hosts keeps its hosts' label, its sections name each."""
+    op = reply.operation
+    if services.fleet is not None and op is not None:
+        here = services.fleet.for_label(op.host)
+        if here is None:
+            return reply if reply.host else dataclasses.replace(reply, host=op.host)
+        services = here
+    return await with_context(reply, services)

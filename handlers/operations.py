@@ -232,10 +232,37 @@ async def _pending(op_id: str, actor: Actor, services: Services, check, step: st
     return op, None
 
 
-async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = None) -> Reply:
-    """Confirm a pending operation: check, claim once, re-plan, act, report."""
+async def _host_of(op_id: str, services: Services) -> Services:
+    """The Services of the host an operation was planned on (many hosts: the
+    operation records its host's label); ``services`` itself otherwise."""
+    if services.fleet is None or services.store is None:
+        return services
+    op = await services.store.get(op_id)
+    here = services.fleet.for_label(op.host) if op is not None else None
+    return here if here is not None else services
+
+
+async def _fleet_op(op_id: str, services: Services) -> Operation | None:
+    """The fleet operation ``op_id`` names (one confirmation over several hosts), or None."""
+    if services.fleet is None or services.store is None:
+        return None
+    op = await services.store.get(op_id)
+    return op if op is not None and op.kind == "fleet" else None
+
+
+async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = None, *,
+                  checked: bool = False) -> Reply:
+    """Confirm a pending operation: check, claim once, re-plan, act, report.
+    ``checked``: who confirms was already checked (one confirmation over
+    several hosts, ``handlers/fleet_ops.py``, checks every host's rules first)."""
+    parent = await _fleet_op(op_id, services)
+    if parent is not None:
+        from . import fleet_ops
+
+        return await fleet_ops.confirm(parent, actor, services)
+    services = await _host_of(op_id, services)
     store, _ = _stored(services)
-    op, refusal = await _pending(op_id, actor, services, may_confirm, "confirm")
+    op, refusal = await _pending(op_id, actor, services, (lambda *_: None) if checked else may_confirm, "confirm")
     if refusal is not None:
         return refusal
     now = services.clock()
@@ -341,6 +368,12 @@ async def execute(plan: Plan, model: Model | None, services: Services) -> dict:
 
 
 async def cancel(op_id: str, actor: Actor, services: Services) -> Reply:
+    parent = await _fleet_op(op_id, services)
+    if parent is not None:
+        from . import fleet_ops
+
+        return await fleet_ops.cancel(parent, actor, services)
+    services = await _host_of(op_id, services)
     store, _ = _stored(services)
     op, refusal = await _pending(op_id, actor, services, may_cancel, "cancel")
     if refusal is not None:

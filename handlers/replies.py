@@ -179,7 +179,22 @@ class Confirmation:
     verb: str = "Remove"  # what confirming does, for a button ("Remove", "Pull")
 
 
-Part = Union[Table, Preformatted, Notice, ErrorPart, Progress, Confirmation]
+@dataclass(frozen=True)
+class HostHeading:
+    """Where one host's section of a reply begins (a command run on several
+    hosts at once): the parts after it, up to the next heading, are that
+    host's answer. ``ok``: it answered without an error; ``detail``: a few
+    words when not ("did not answer within 2 s")."""
+
+    host: str
+    ok: bool = True
+    engine_version: str = ""
+    detail: str = ""
+    note: str = ""  # what people must know about that engine (the sample engine)
+    pending: bool = False  # an interim reply: this host has not answered yet (``detail``: until when)
+
+
+Part = Union[Table, Preformatted, Notice, ErrorPart, Progress, Confirmation, HostHeading]
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ import math
 import re
 import time
 
-from handlers.replies import Confirmation, ErrorPart, Notice, Preformatted, Progress, Reply, Table
+from handlers.replies import Confirmation, ErrorPart, HostHeading, Notice, Preformatted, Progress, Reply, Table
 from handlers.textfmt import MIN_WIDTH, PADDING, column_widths, format_row
 from handlers.units import human_size
 
@@ -568,6 +568,19 @@ def _part_blocks(part, budget: int, max_blocks: int, layout: TableLayout | None,
             blocks += [_section(t) for t in
                        _code_chunks(lines, budget - block_chars(blocks[0]), max_blocks - 1)]
         return blocks
+    if isinstance(part, HostHeading):
+        # one host's section of a command run on several hosts: which host, and whether it answered
+        if part.pending:
+            text = f":hourglass_flowing_sand: *{clip_escaped(part.host, 60)}* · waiting ({clip_escaped(part.detail, 60)})"
+        elif part.ok:
+            text = f":large_green_circle: *{clip_escaped(part.host, 60)}*"
+            if part.engine_version:
+                text += " · Docker Engine " + clip_escaped(part.engine_version, 60)
+        else:
+            text = f":red_circle: *{clip_escaped(part.host, 60)}* · failed"
+        if part.note:
+            text += " · :warning: " + clip_escaped(part.note, 200)
+        return [_section(text)]
     if isinstance(part, Confirmation):
         until = time.strftime("%H:%M UTC", time.gmtime(part.expires_at))
         return [_section(f":warning: *{clip_escaped(part.question, 300)}* Nothing is removed until "
@@ -625,7 +638,10 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
     command = reply.command if command is None else command
     table = _first_table(reply)
     layout = TableLayout(table) if table is not None else None
-    nat = NativeTable(layout) if native and not cli and layout is not None and _native_ok(table) else None
+    # a reply with a section per host keeps every host's table in the same (code) shape
+    sections = any(isinstance(p, HostHeading) for p in reply.parts)
+    nat = (NativeTable(layout) if native and not cli and not sections and layout is not None and _native_ok(table)
+           else None)
     if nat is not None:
         fallback = render(reply, page=page, command=command, header=header, note=note, share=share,
                           interactive=interactive)
@@ -702,7 +718,7 @@ def render(reply: Reply, *, page: int = 0, command: str | None = None, header: s
     free_blocks = MAX_BLOCKS - len(head) - len(foot) - 1  # one spare for an "omitted" note
     # Parts in order of importance get their share first: errors and notices,
     # then the table page, then progress and verbatim output.
-    rank = {ErrorPart: 0, Notice: 1, Table: 2, Progress: 3, Preformatted: 4}
+    rank = {HostHeading: 0, ErrorPart: 0, Notice: 1, Table: 2, Progress: 3, Preformatted: 4}
     order = sorted(range(len(reply.parts)), key=lambda i: (rank.get(type(reply.parts[i]), 5), i))
     rendered: dict[int, list[dict]] = {}
     omitted = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from handlers.replies import Confirmation, ErrorPart, Notice, Preformatted, Progress, Reply, Table
+from handlers.replies import Confirmation, ErrorPart, HostHeading, Notice, Preformatted, Progress, Reply, Table
 from handlers.textfmt import table_lines
 from handlers.units import human_size
 
@@ -21,10 +21,23 @@ def render_part(part) -> str:
         return f"Error: {part.message}" + (f"\nHint: {part.hint}" if part.hint else "")
     if isinstance(part, Progress):
         return render_progress(part)
+    if isinstance(part, HostHeading):
+        return "\n" + host_heading(part)
     if isinstance(part, Confirmation):
         until = time.strftime("%H:%M:%S", time.localtime(part.expires_at))
         return f"Nothing is removed until {part.who} confirm{'s' if part.who != 'you' else ''} (before {until})."
     raise TypeError(f"no text rendering for {type(part).__name__}")
+
+
+def host_heading(h: HostHeading) -> str:
+    """``=== prod (Docker Engine 20.10.24) ===``, or what kept the host from answering."""
+    if h.pending:
+        about = f": waiting ({h.detail})" if h.detail else ": waiting"
+    elif h.ok:
+        about = f" (Docker Engine {h.engine_version})" if h.engine_version else ""
+    else:
+        about = f": FAILED{' (' + h.detail + ')' if h.detail else ''}"
+    return f"=== {h.host}{about} ===" + (f" [{h.note}]" if h.note else "")
 
 
 def render_progress(p: Progress) -> str:
@@ -49,7 +62,7 @@ def safe(text: str) -> str:
 
 def render(reply: Reply) -> str:
     """The whole reply as it should appear in a terminal (no trailing newline)."""
-    return safe("\n".join(render_part(part) for part in reply.parts))
+    return safe("\n".join(render_part(part) for part in reply.parts).lstrip("\n"))
 
 
 def context_note(reply: Reply) -> str:

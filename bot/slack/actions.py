@@ -35,7 +35,8 @@ PAGE_ACTIONS = re.compile("^(" + re.escape(ACTION_PREV) + "|" + re.escape(ACTION
 async def _who(body: dict, runtime: SlackRuntime):
     user = body.get("user") or {}
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
-    actor = await runtime.actor(user.get("id", ""), user.get("username") or user.get("name", ""), channel)
+    actor = await runtime.actor(user.get("id", ""), user.get("username") or user.get("name", ""), channel,
+                                str((body.get("channel") or {}).get("name") or ""))
     return actor, channel
 
 

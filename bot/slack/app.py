@@ -94,9 +94,10 @@ def build(settings: Settings, services: Services, *, dispatch: Dispatch | None =
     none: the shell counts nothing). It is ``runtime.metrics``."""
     if metrics is None:
         metrics = getattr(services.engine, "metrics", None) or Metrics()
-    count_into = getattr(services.engine, "count_into", None)
-    if count_into is not None and services.engine.metrics is None:
-        count_into(metrics)
+    fleet = getattr(services, "fleet", None)
+    for engine in [s.engine for s in fleet.targets.values()] if fleet is not None else [services.engine]:
+        if getattr(engine, "count_into", None) is not None and engine.metrics is None:
+            engine.count_into(metrics)  # every host's engine counts into the app's registry
     client = AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=api_url(settings),
@@ -149,11 +150,16 @@ FRONT_DOOR = web.AppKey("dockhand_front_door", FrontDoor)
 
 def status_of(runtime: SlackRuntime, mode: str) -> Status:
     """``/healthz``, ``/readyz``, ``/metrics`` for this app (``bot/health.py``)."""
-    probe = EngineProbe(runtime.services.engine, metrics=runtime.metrics,
-                        timeout=min(PROBE_TIMEOUT, runtime.settings.engine_timeout))
+    timeout = min(PROBE_TIMEOUT, runtime.settings.engine_timeout)
+    probe = EngineProbe(runtime.services.engine, metrics=runtime.metrics, timeout=timeout)
+    hosts = None
+    fleet = runtime.services.fleet
+    if fleet is not None:  # many hosts: each probed on its own; the default host's probe is shared
+        hosts = {name: probe if s is runtime.services else EngineProbe(s.engine, timeout=timeout)
+                 for name, s in fleet.targets.items()}
     # only the label: without one, the host is known by DOCKER_HOST, an address that is not shown here
     return Status(probe, runtime.metrics, runtime.settings.host_label or runtime.services.host_label or None,
-                  mode=mode)
+                  mode=mode, hosts=hosts)
 
 
 def web_app(app: AsyncApp, runtime: SlackRuntime, *, drain: float = DRAIN_SECONDS) -> web.Application:

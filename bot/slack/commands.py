@@ -54,7 +54,8 @@ def _listener(runtime: SlackRuntime, verb: str):
                 await forms.open(client, command.get("trigger_id", ""), user_id=command.get("user_id", ""),
                                  user_name=command.get("user_name", ""), channel=channel, respond=respond)
                 return
-            actor = await runtime.actor(command.get("user_id", ""), command.get("user_name", ""), channel)
+            actor = await runtime.actor(command.get("user_id", ""), command.get("user_name", ""), channel,
+                                        str(command.get("channel_name", "")))
             await runtime.run(line, actor, channel=channel, respond=respond, client=client)
 
     on_slash_command.__name__ = f"on_{verb}_command"

@@ -290,7 +290,7 @@ async def click(runtime: "SlackRuntime", kind: str, body: dict, action: dict, cl
 async def sweep(runtime: "SlackRuntime", client) -> None:
     """Expire what is due, and say so in each operation's message."""
     for op in await operations.expire_due(runtime.services):
-        reply = Reply(op.command, (), host=runtime.host)
+        reply = Reply(op.command, (), host=op.host)
         await _update(runtime, client, op, await _message(runtime, reply, op, interactive=False))
         where = op.message or {}
         await record_in_thread(runtime, client, where.get("channel", ""), where.get("ts", ""),
@@ -304,7 +304,7 @@ async def sweep_forever(runtime: "SlackRuntime", client) -> None:
         for op in await operations.recover(runtime.services):
             where = op.message or {}
             await _update(runtime, client, op, await _message(
-                runtime, Reply(op.command, (), host=runtime.host), op, interactive=False))
+                runtime, Reply(op.command, (), host=op.host), op, interactive=False))
             await record_in_thread(runtime, client, where.get("channel", ""), where.get("ts", ""),
                                    Reply(op.command, (), operation=op))
     except Exception:  # noqa: BLE001

@@ -36,7 +36,8 @@ from bot.render import blockkit
 from .posting import ChannelPost, Message, send_response
 from handlers.argv import READ, WRITE
 from handlers.context import Actor, Emit, Services
-from handlers.dispatch import Command, effect_of, engine_preflight, parse_command
+from handlers.dispatch import Command, effect_of, engine_preflight, hosts_for_line, parse_command
+from handlers.fleet import split_target
 from handlers import engine_identity
 from handlers.engine_identity import engine_note
 from handlers.errors import DockhandError
@@ -47,6 +48,9 @@ log = logging.getLogger("dockhand.slack")
 Dispatch = Callable[..., Awaitable[Reply]]
 
 OFFLOAD_WEIGHT = 2000  # render replies bigger than this (cells) in a worker thread
+# a command on several hosts still waiting for one after this long: the answers so far are sent
+# first (one more response_url message), the whole reply when the slow host answers or times out
+EARLY_ANSWERS_AFTER = 1.5
 HTTP_TIMEOUT = 15  # seconds for any call to Slack
 ACK_GATE_MAX_WAIT = 0.1  # seconds work after an ack may yield to pending acks
 DEDUPE_TTL = 600.0  # Slack signs with a 5-minute window; remember twice that
@@ -214,7 +218,11 @@ class SlackRuntime:
             client.session = self.session
             from .directory import GroupDirectory
 
-            self.directory = GroupDirectory(client, self.services.access().groups)
+            # the user groups any host's roles name (many hosts: each host may grant its own)
+            fleet = self.services.fleet
+            groups = (frozenset().union(*(s.access().groups for s in fleet.targets.values())) if fleet is not None
+                      else self.services.access().groups)
+            self.directory = GroupDirectory(client, groups)
             self.client = client
             from . import operations as slack_operations
 
@@ -291,10 +299,11 @@ class SlackRuntime:
         log.info("ignored a repeated delivery of %s (X-Slack-Retry-Num: %s)", key[:60], retry[0])
         return False
 
-    async def actor(self, user_id: str, user_name: str, channel: str) -> Actor:
+    async def actor(self, user_id: str, user_name: str, channel: str, channel_name: str = "") -> Actor:
         """The person behind a payload, with the configured user groups they are in."""
         groups = await self.directory.groups_of(user_id) if self.directory is not None else frozenset()
-        return Actor(id=user_id, name=user_name, via="slack", channel=channel, groups=groups)
+        return Actor(id=user_id, name=user_name, via="slack", channel=channel, groups=groups,
+                     channel_name=channel_name[:80])
 
     @contextlib.asynccontextmanager
     async def job(self, respond=None):
@@ -364,7 +373,7 @@ class SlackRuntime:
 
     async def core(self, coro, op_id: str, actor: Actor) -> Reply:
         """Await a handlers.operations call; a bug becomes an incident reply."""
-        from handlers.dispatch import with_context
+        from handlers.dispatch import with_operation_context
 
         try:
             reply = await coro
@@ -375,7 +384,7 @@ class SlackRuntime:
             log.exception("internal error %s on operation %s for %s", incident, op_id[:12], actor.id)
             reply = error_reply("docker", f"Internal error, logged as {incident}.",
                                 "Nothing more is known to have happened: check the host with /images.")
-        return await with_context(reply, self.services)
+        return await with_operation_context(reply, self.services)
 
     async def render(self, reply: Reply, **kwargs) -> Message:
         """``blockkit.render``, off the event loop for big replies (acks stay fast)."""
@@ -386,7 +395,8 @@ class SlackRuntime:
 
     def _render_now(self, reply: Reply, **kwargs) -> Message:
         note = engine_note(self.services)
-        if note and not reply.engine_note:  # announcements, progress, operation messages: the same engine
+        # announcements, progress, operation messages: the same engine (many hosts: only the default host's)
+        if note and not reply.engine_note and (self.services.fleet is None or reply.host in ("", self.host)):
             reply = dataclasses.replace(reply, engine_note=note)
         kwargs.setdefault("native", self.settings.native_tables)  # lists as data_table blocks
         try:
@@ -412,41 +422,67 @@ class SlackRuntime:
             await slack_operations.request(self, line, actor, channel=channel, respond=respond, client=client)
             return
         if command is not None and kind == WRITE and _write_target(line)[1] \
-                and access_denial(command, actor, self.services) is None:
+                and all(access_denial(command, actor, here) is None
+                        for here in hosts_for_line(line, actor, self.services)[1]):
             # announced in the channel only once the command line is known to be
-            # valid (for this engine too) and the person may run it
-            refusal = await engine_preflight(command, self.services)
+            # valid (for this engine too) and the person may run it (on the host it names)
+            refusal = await engine_preflight(command, self.services, actor)
             if refusal is not None:
                 await send_response(respond, await self.render(refusal, command=line), response_type="ephemeral")
                 return
             await self.run_write(line, actor, channel=channel, respond=respond, client=client)
             return
-        reply = await self.dispatch(line, actor)
         extra = {"replace_original": False} if from_button else {}
         share = self.visibility == "ephemeral" and kind == READ
+        reply = await self._answer_early(line, actor, respond, extra)
         await send_response(respond, await self.render(reply, command=line, share=share),
                             response_type=self.visibility, **extra)
+
+    async def _answer_early(self, line: str, actor: Actor, respond, extra: dict) -> Reply:
+        """Dispatch a read; on several hosts, when one is still awaited after
+        EARLY_ANSWERS_AFTER seconds, send the hosts' answers so far at once
+        (handlers/fanout.py emits them as they arrive): a frozen host holds
+        nobody's answer up. The whole reply follows as usual."""
+        latest: list[Reply] = []
+
+        async def emit(interim: Reply) -> None:
+            latest[:] = [interim]
+
+        task = asyncio.ensure_future(self.dispatch(line, actor, emit))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=EARLY_ANSWERS_AFTER)
+            if not done and latest:
+                await send_response(respond, await self.render(latest[0], command=line, interactive=False),
+                                    response_type=self.visibility, **{**extra, "replace_original": False})
+            return await task
+        finally:
+            task.cancel()
 
     async def run_write(self, line: str, actor: Actor, *, channel: str, respond, client) -> None:
         """A command that adds to the host (pull, run): one message in the
         channel naming who, updated with progress, ending with the result,
         and the operation's record in its thread."""
         verb, target = _write_target(line)
+        target = " ".join(split_target(target.split())[0])  # @prod names the host, not the image
+        host, on = hosts_for_line(line, actor, self.services)  # the host(s) the line names (or the channel's)
+        here = on[0]
+        host = host or self.host
         icon, doing, done, failed = _WRITE_WORDS[verb]
-        who, what, where = blockkit.mention(actor.id), blockkit.code(target), blockkit.code(self.host)
-        pull_key = self._pull_key(target) if verb == "pull" else None
-        note = self.services.pulls.note(*pull_key) if pull_key else None
+        who, what, where = blockkit.mention(actor.id), blockkit.code(target), blockkit.code(host)
+        # one pull per image per host: joined only when the line names one host
+        pull_key = self._pull_key(target, here.label) if verb == "pull" and len(on) == 1 else None
+        note = here.pulls.note(*pull_key) if pull_key else None
         if note and note.get("channel") == channel and note.get("ts"):
             await self._join_pull(line, actor, note, respond=respond, client=client)
             return
         pulling = f"{icon} {who} {doing} {what} on {where}…"
         post = ChannelPost(client, channel, respond)
-        first = Reply(command=line, parts=(), summary=f"{doing.split()[-1].capitalize()} {target} on {self.host}…",
-                      host=self.host)
+        first = Reply(command=line, parts=(), summary=f"{doing.split()[-1].capitalize()} {target} on {host}…",
+                      host=host)
         # The pull starts at once; the announcement goes when the channel's budget allows,
         # saying which engine it is on (learnt once, bounded: engine_identity.py).
         async def announce() -> bool:
-            await engine_identity.learn(self.services)
+            await engine_identity.learn(here)
             return await post.post(await self.render(first, command=line, header=pulling, interactive=False))
 
         announced = asyncio.ensure_future(announce())
@@ -459,7 +495,7 @@ class SlackRuntime:
         async def emit(interim: Reply) -> None:
             try:
                 if announced.done() and not announced.cancelled() and announced.result() and post.ts:
-                    shared = self.services.pulls.note(*pull_key) if pull_key else None
+                    shared = here.pulls.note(*pull_key) if pull_key else None
                     if shared is not None and not shared:
                         shared.update(channel=post.channel, ts=post.ts)  # later requests join this message
                     post.push(await self.render(interim, command=line, header=pulling, interactive=False))
@@ -473,7 +509,7 @@ class SlackRuntime:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 posted = await announcement()
             if posted is not None:
-                stopped = Reply(command=line, parts=(), status=Status.FAILED, host=self.host,
+                stopped = Reply(command=line, parts=(), status=Status.FAILED, host=host,
                                 summary=f"Dockhand stopped during the {verb}")
                 with contextlib.suppress(Exception):
                     await posted.update(await self.render(
@@ -496,7 +532,7 @@ class SlackRuntime:
 
             await slack_operations.record_in_thread(self, client, post.channel, post.ts, reply)
 
-    def _pull_key(self, target: str) -> tuple[str, str, str] | None:
+    def _pull_key(self, target: str, label: str) -> tuple[str, str, str] | None:
         """(host, repository, tag) as handlers/pull.py keys the pulls in flight."""
         from handlers import refs
 
@@ -506,7 +542,7 @@ class SlackRuntime:
             ref = refs.parse_normalized(target.split()[-1] if target.split() else "").with_default_tag()
         except Exception:  # noqa: BLE001 - not a reference: the pull answers with the usage error
             return None
-        return self.services.label, ref.name, ref.digest or ref.tag
+        return label, ref.name, ref.digest or ref.tag
 
     async def _join_pull(self, line: str, actor: Actor, note: dict, *, respond, client) -> None:
         """The same image is already being pulled here, announced in this

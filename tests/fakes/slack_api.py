@@ -599,10 +599,10 @@ _ids = itertools.count(1)
 
 def command_payload(command: str, text: str = "", *, response_url: str, user_id: str = "UALICE",
                     user_name: str = "alice", channel_id: str = "CDOCKHAND", team_id: str = "T0DOCKHAND",
-                    trigger_id: str | None = None) -> dict:
+                    trigger_id: str | None = None, channel_name: str = "ops") -> dict:
     return {
         "token": "legacy-verification-token", "team_id": team_id, "team_domain": "dockhand-test",
-        "channel_id": channel_id, "channel_name": "ops", "user_id": user_id, "user_name": user_name,
+        "channel_id": channel_id, "channel_name": channel_name, "user_id": user_id, "user_name": user_name,
         "command": command, "text": text, "api_app_id": "ADOCKHAND", "is_enterprise_install": "false",
         "response_url": response_url,
         "trigger_id": trigger_id or f"{next(_ids)}.{int(time.time())}.{uuid.uuid4().hex[:16]}",

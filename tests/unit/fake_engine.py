@@ -42,7 +42,7 @@ class FakeEngine:
 
         for img in self.images:
             if ref == img.id or ref in (str(parse_normalized(t)) for t in img.repo_tags):
-                return {"Id": img.id, "RepoTags": list(img.repo_tags)}
+                return {"Id": img.id, "RepoTags": list(img.repo_tags), "RepoDigests": list(img.repo_digests)}
         raise ImageNotFound(f"No such image: {ref}")
 
     async def pull(self, repository, tag, *, owner="", platform=""):
