@@ -136,23 +136,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _leave(services, code: int) -> int:
     """Many hosts: a frozen host's engine call blocks in a worker thread until
-    the engine timeout (docker-py cannot interrupt it), and Python joins those
-    threads at exit. Its answer is no longer wanted: the process ends now,
-    with its output flushed (the store and audit log are already closed and
-    every audit record was written durably when it happened)."""
+    the engine timeout (docker-py cannot interrupt it). Its answer is no longer
+    wanted: :func:`entry` ends the process without joining that thread (the
+    store and audit log are closed, every audit record was written durably
+    when it happened); this says so in the log."""
     from bot.wiring import stuck_hosts
 
     stuck = stuck_hosts(services)
-    if not stuck:
-        return code
-    import logging
-    import os
-
-    logging.getLogger("dockhand").info("not waiting for %s: a call to it is still blocked", ", ".join(stuck))
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    if stuck:
+        logging.getLogger("dockhand").info("not waiting for %s: a call to it is still blocked", ", ".join(stuck))
+    return code
 
 
 async def _reach_hosts(services) -> list[str]:
