@@ -35,7 +35,7 @@ from bot.wiring import build_services, close_services
 from handlers import dispatch
 from handlers.context import Actor
 from handlers.replies import Confirmation, Status
-from tests.fakes.registry_config import registry_config
+from tests.fakes.registry_config import running_registry
 
 pytestmark = pytest.mark.integration
 
@@ -148,30 +148,11 @@ def tls_registry(stack):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(root / "key.pem"),
                     "-out", str(root / "cert.pem"), "-days", "2", "-subj", "/CN=dockhand test registry",
                     "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
-    port = stackmod.free_port()
-    address = f"127.0.0.1:{port}"
-    (root / "config.yml").write_text(registry_config(root / "storage", port, http=f"""
-        tls:
-          certificate: {root / "cert.pem"}
-          key: {root / "key.pem"}"""))
-    log = open(root / "registry.log", "wb")
-    proc = subprocess.Popen([stackmod.which_any("docker-registry"), "serve", str(root / "config.yml")],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            env=stackmod.safety_env(), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            status, _, _ = stackmod.http_request(f"http://{address}/v2/", timeout=2.0)
-            if status == 400:  # "Client sent an HTTP request to an HTTPS server": up, and HTTPS only
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the TLS registry did not start: {(root / 'registry.log').read_text()[-800:]}")
-            time.sleep(0.05)
+    with running_registry(root, ready=400, what="TLS registry", http=f"""
+            tls:
+              certificate: {root / "cert.pem"}
+              key: {root / "key.pem"}""") as (address, _, _):  # 400: "an HTTP request to an HTTPS server"
         yield address
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 async def run(stack, tmp_path, line: str):

@@ -32,7 +32,7 @@ from bot.config import Settings
 from bot.credentials import CredentialStore, RegistryAuth, RegistryLogin, Secret
 from bot.engine import DockerEngine
 from handlers import errors as E
-from tests.fakes.registry_config import registry_config
+from tests.fakes.registry_config import running_registry
 from tests.fakes.slack_harness import clean_slack_env, engine_services, fake_slack, slack_app  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -59,38 +59,13 @@ def auth_registry(stack, tmp_path_factory):
     root = tmp_path_factory.mktemp("auth-registry")
     htpasswd = root / "htpasswd"
     htpasswd.write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()}\n")
-    exe = stackmod.which_any("docker-registry")
-    if not exe:
-        pytest.fail("docker-registry not found (Debian package docker-registry: scripts/setup --engine)")
-    port = stackmod.free_port()
-    address = f"127.0.0.1:{port}"
-    config = root / "config.yml"
-    config.write_text(registry_config(root / "storage", port, auth=f"htpasswd:\n  realm: dockhand-private\n  path: {htpasswd}"))
-    log = open(root / "registry.log", "wb")
-    proc = subprocess.Popen([exe, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, env=stackmod.safety_env(), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            status, headers, _ = stackmod.http_request(f"http://{address}/v2/", timeout=2.0)
-            if status == 401:
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the htpasswd registry did not start: {(root / 'registry.log').read_text()[-500:]}")
-            time.sleep(0.05)
+    with running_registry(root, ready=401, what="htpasswd registry",
+                          auth=f"htpasswd:\n  realm: dockhand-private\n  path: {htpasswd}") as (address, headers, _):
         assert "Basic" in str(headers.get("Www-Authenticate") or headers.get("WWW-Authenticate") or "")
         cli_config = root / "docker-config"
         cli_config.mkdir()
         stack.docker("--config", str(cli_config), "login", "-u", USER, "--password-stdin", address, input=PASSWORD)
         yield AuthRegistry(address, str(cli_config))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from handlers import errors as E
 from handlers import errors as E
 from handlers.context import Actor
 from handlers.replies import Confirmation, Status
-from tests.fakes.registry_config import registry_config
+from tests.fakes.registry_config import running_registry
 from tests.fakes.token_server import Grant, TokenServer
 
 pytestmark = pytest.mark.integration
@@ -75,56 +75,31 @@ def token_registry(stack, make_image_module):
         READER: (READER_PW, [Grant("registry", "catalog", ("*",)), Grant("repository", f"{team}/*", ("pull",))]),
         PUSHER: (PUSHER_PW, [Grant("repository", "*", ("pull", "push"))]),
     })
-    exe = stackmod.which_any("docker-registry")
-    if not exe:
-        pytest.fail("docker-registry not found (Debian package docker-registry: scripts/setup --engine)")
-    port = stackmod.free_port()
-    address = f"127.0.0.1:{port}"
-    config = root / "config.yml"
-    config.write_text(registry_config(root / "storage", port, auth=f"""
-        token:
-          realm: {tokens.realm}
-          service: {SERVICE}
-          issuer: {ISSUER}
-          rootcertbundle: {tokens.cert}"""))
-    log_path = root / "registry.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([exe, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, env=stackmod.safety_env(), start_new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            status, headers, _ = stackmod.http_request(f"http://{address}/v2/", timeout=2.0)
-            if status == 401:
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the token registry did not start: {log_path.read_text()[-800:]}")
-            time.sleep(0.05)
-        challenge = str(headers.get("Www-Authenticate") or "")
-        assert challenge.startswith(f'Bearer realm="{tokens.realm}",service="{SERVICE}"'), challenge
-        cli_config = root / "docker-config"
-        cli_config.mkdir()
-        # the real CLI logs in (through the engine, which does the token flow) and pushes
-        stack.docker("--config", str(cli_config), "login", "-u", PUSHER, "--password-stdin", address,
-                     input=PUSHER_PW)
-        reg = TokenRegistry(address, tokens, root, log_path, str(cli_config), team)
-        for repo, tags in ((f"{team}/web", ("1.0", "latest")), (f"{team}/db", ("2.1",)), ("ops/tool", ("v1",))):
-            img = make_image_module()
-            for tag in tags:
-                ref = f"{address}/{repo}:{tag}"
-                make_image_module.refs.append(ref)
-                stack.docker("tag", img.ref, ref)
-                stack.docker("--config", str(cli_config), "push", ref)
-                stack.docker("rmi", ref)
-        yield reg
+        with running_registry(root, ready=401, what="token registry", auth=f"""
+                token:
+                  realm: {tokens.realm}
+                  service: {SERVICE}
+                  issuer: {ISSUER}
+                  rootcertbundle: {tokens.cert}""") as (address, headers, log_path):
+            challenge = str(headers.get("Www-Authenticate") or "")
+            assert challenge.startswith(f'Bearer realm="{tokens.realm}",service="{SERVICE}"'), challenge
+            cli_config = root / "docker-config"
+            cli_config.mkdir()
+            # the real CLI logs in (through the engine, which does the token flow) and pushes
+            stack.docker("--config", str(cli_config), "login", "-u", PUSHER, "--password-stdin", address,
+                         input=PUSHER_PW)
+            reg = TokenRegistry(address, tokens, root, log_path, str(cli_config), team)
+            for repo, tags in ((f"{team}/web", ("1.0", "latest")), (f"{team}/db", ("2.1",)), ("ops/tool", ("v1",))):
+                img = make_image_module()
+                for tag in tags:
+                    ref = f"{address}/{repo}:{tag}"
+                    make_image_module.refs.append(ref)
+                    stack.docker("tag", img.ref, ref)
+                    stack.docker("--config", str(cli_config), "push", ref)
+                    stack.docker("rmi", ref)
+            yield reg
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
         tokens.close()
 
 
