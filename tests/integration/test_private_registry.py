@@ -21,7 +21,6 @@ import secrets
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +36,6 @@ from tests.fakes.slack_harness import clean_slack_env, engine_services, fake_sla
 
 pytestmark = pytest.mark.integration
 
-stackmod = sys.modules["dockhand_test_stack"]  # loaded by tests/conftest.py
 DAEMON = "Error response from daemon: "
 USER = "dockhand-puller"
 PASSWORD = "Pw-" + secrets.token_urlsafe(18)  # unique: a hit anywhere is a leak

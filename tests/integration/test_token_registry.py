@@ -17,8 +17,6 @@ import base64
 import json
 import logging
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,7 +31,6 @@ from bot.render.text import render
 from bot.wiring import build_services, close_services
 from handlers import dispatch
 from handlers import errors as E
-from handlers import errors as E
 from handlers.context import Actor
 from handlers.replies import Confirmation, Status
 from tests.fakes.registry_config import running_registry
@@ -41,7 +38,6 @@ from tests.fakes.token_server import Grant, TokenServer
 
 pytestmark = pytest.mark.integration
 
-stackmod = sys.modules["dockhand_test_stack"]  # loaded by tests/conftest.py
 SERVICE = "dockhand-token-registry"
 ISSUER = "dockhand-test-token-issuer"
 READER, READER_PW = "team-reader", "Rd-" + secrets.token_urlsafe(18)  # unique: a hit anywhere is a leak
