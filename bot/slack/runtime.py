@@ -600,16 +600,24 @@ class SlackRuntime:
                 "Dockhand could not post in this conversation. Invite it with /invite @Dockhand "
                 "and try again."), response_type="ephemeral", replace_original=False)
 
-    async def turn_page(self, value: str, actor: Actor, *, respond, share: bool) -> None:
+    async def _page_again(self, value: str, actor: Actor, respond, *, share: bool, cli: bool | None,
+                          since: str) -> Message | None:
+        """A list's page read again for ``actor`` (:meth:`_rerun`), rendered with
+        a note when the list is not the one the button was made from; None when
+        the person was answered otherwise. ``cli`` None: the view the button had."""
         rerun = await self._rerun(value, actor, respond)
         if rerun is None:
-            return
+            return None
         v, reply = rerun
         changed = bool(v["f"]) and blockkit.table_fingerprint(reply) != v["f"]
-        note = "The list changed since the previous page." if changed else ""
-        message = await self.render(reply, page=v["p"], command=v["c"], note=note, share=share,
-                                    cli=bool(v.get("v")))
-        await send_response(respond, message, replace_original=True)
+        note = f"The list changed since {since}." if changed else ""
+        return await self.render(reply, page=v["p"], command=v["c"], note=note, share=share,
+                                 cli=bool(v.get("v")) if cli is None else cli)
+
+    async def turn_page(self, value: str, actor: Actor, *, respond, share: bool) -> None:
+        message = await self._page_again(value, actor, respond, share=share, cli=None, since="the previous page")
+        if message is not None:
+            await send_response(respond, message, replace_original=True)
 
     async def cli_view(self, value: str, actor: Actor, *, message_text: str, respond, share: bool) -> None:
         """"As the CLI prints it": the page of a native table as the CLI's text,
@@ -637,14 +645,9 @@ class SlackRuntime:
             await send_response(respond, blockkit.cli_message(message_text), response_type="ephemeral",
                                 replace_original=False)
             return
-        rerun = await self._rerun(value, actor, respond)
-        if rerun is None:
-            return
-        v, reply = rerun
-        changed = bool(v["f"]) and blockkit.table_fingerprint(reply) != v["f"]
-        note = "The list changed since the table was shown." if changed else ""
-        message = await self.render(reply, page=v["p"], command=v["c"], note=note, share=share, cli=True)
-        await send_response(respond, message, response_type="ephemeral", replace_original=False)
+        message = await self._page_again(value, actor, respond, share=share, cli=True, since="the table was shown")
+        if message is not None:
+            await send_response(respond, message, response_type="ephemeral", replace_original=False)
 
 
 def _weight(reply: Reply) -> int:
