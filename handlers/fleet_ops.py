@@ -21,7 +21,6 @@ host at once, each an audited operation of its own host.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Awaitable, Callable
 
@@ -117,20 +116,9 @@ async def confirm(parent: Operation, actor: Actor, services: Services) -> Reply:
             await audit(services, "denied", parent, actor, reason=denial.reason, step="confirm", on=name)
             return Reply(parent.command, (ErrorPart(f"On {name}: {denial.message}", denial.hint),),
                          status=Status.FAILED, summary=denial.reason, operation=parent, meta={"denied": True})
-    now = services.clock()
-    if now >= parent.expires_at:
-        expired = await store.transition(parent.id, ["pending"], "expired", now=now)
-        if expired is None:
-            return _state_reply(await store.get(parent.id), services)
-        await audit(services, "expired", expired, actor)
-        return Reply(parent.command, (ErrorPart("This confirmation expired: nothing was removed.",
-                                                "Run the command again for fresh plans."),),
-                     status=Status.FAILED, summary="expired", operation=expired)
-    claimed = await store.transition(parent.id, ["pending"], "running", now=now, by=actor.id, by_name=actor.name,
-                                     result={"runner": services.runner})
+    claimed, answer = await operations.claim(parent, actor, services, store, fresh="fresh plans")
     if claimed is None:
-        return _state_reply(await store.get(parent.id), services)
-    await audit(services, "confirmed", claimed, actor)
+        return answer
 
     async def one(child_id: str, here: Services) -> Reply:
         return await operations.confirm(child_id, actor, here, checked=True)

@@ -250,6 +250,29 @@ async def _fleet_op(op_id: str, services: Services) -> Operation | None:
     return op if op is not None and op.kind == "fleet" else None
 
 
+async def claim(op: Operation, actor: Actor, services: Services, store, *,
+                fresh: str) -> tuple[Operation | None, Reply | None]:
+    """The confirmation's turn: past its expiry the operation is marked expired
+    (and audited), else it is claimed once (pending -> running, atomic in the
+    store) and the confirmation audited. (claimed, None), or (None, the reply:
+    expired, or the state someone else's click already moved it to)."""
+    now = services.clock()
+    if now >= op.expires_at:
+        expired = await store.transition(op.id, ["pending"], "expired", now=now)
+        if expired is None:
+            return None, _state_reply(await store.get(op.id), services)
+        await audit(services, "expired", expired, actor)
+        return None, Reply(op.command, (ErrorPart("This confirmation expired: nothing was removed.",
+                                                  f"Run the command again for {fresh}."),),
+                           status=Status.FAILED, summary="expired", operation=expired)
+    claimed = await store.transition(op.id, ["pending"], "running", now=now, by=actor.id, by_name=actor.name,
+                                     result={"runner": services.runner})
+    if claimed is None:  # someone else's click got there first
+        return None, _state_reply(await store.get(op.id), services)
+    await audit(services, "confirmed", claimed, actor)
+    return claimed, None
+
+
 async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = None, *,
                   checked: bool = False) -> Reply:
     """Confirm a pending operation: check, claim once, re-plan, act, report.
@@ -265,20 +288,9 @@ async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = Non
     op, refusal = await _pending(op_id, actor, services, (lambda *_: None) if checked else may_confirm, "confirm")
     if refusal is not None:
         return refusal
-    now = services.clock()
-    if now >= op.expires_at:
-        expired = await store.transition(op.id, ["pending"], "expired", now=now)
-        if expired is None:
-            return _state_reply(await store.get(op.id), services)
-        await audit(services, "expired", expired, actor)
-        return Reply(op.command, (ErrorPart("This confirmation expired: nothing was removed.",
-                                            "Run the command again for a fresh plan."),),
-                     status=Status.FAILED, summary="expired", operation=expired)
-    claimed = await store.transition(op.id, ["pending"], "running", now=now, by=actor.id, by_name=actor.name,
-                                     result={"runner": services.runner})
-    if claimed is None:  # someone else's click got there first
-        return _state_reply(await store.get(op.id), services)
-    await audit(services, "confirmed", claimed, actor)
+    claimed, answer = await claim(op, actor, services, store, fresh="a fresh plan")
+    if claimed is None:
+        return answer
     if emit is not None:
         await emit(Reply(op.command, (Notice(f"Confirmed by {actor.name or actor.id}: checking the plan again…"),),
                          summary="running", operation=claimed))
