@@ -16,7 +16,7 @@ import time
 from typing import Awaitable, Callable
 
 from . import engine_identity
-from .context import Actor, Services
+from .context import Services
 from .errors import DockhandError
 from .fleet import Fleet
 from .replies import Confirmation, ErrorPart, HostHeading, Reply, Status, error_reply

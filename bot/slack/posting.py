@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from . import fallback, ratelimit
-from .fallback import BAD_MESSAGE, slack_error as _slack_error  # noqa: F401 - BAD_MESSAGE: kept importable
+from .fallback import slack_error as _slack_error
 
 log = logging.getLogger("dockhand.slack")
 
