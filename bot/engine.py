@@ -35,16 +35,13 @@ Facts this module relies on (Engine API 1.41, docker-py 7.1):
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import re
 import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence, TypeVar
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 if TYPE_CHECKING:
     import docker
@@ -54,7 +51,6 @@ from bot.engine_errors import (  # the error mapping lives there
     OP_CONNECT,
     OP_LIST,
     OP_INSPECT,
-    OP_PULL,
     OP_REMOVE,
     OP_PRUNE,
     OP_SEARCH,
@@ -66,14 +62,11 @@ from bot.engine_errors import (  # the error mapping lives there
     map_error,
     map_stream_error,
     tls_reason,
-    _is_timeout,
-    _fmt_seconds,
 )
 from bot.connection import ConnectionProblem, EngineTarget, from_url
-from bot.credentials import CredentialStore, RegistryAuth, normalize_registry, registry_of
+from bot.credentials import CredentialStore, normalize_registry, registry_of
 from bot.engine_batch import _api_error, _remove_over_one_connection, _untagged_deleted
-from bot.engine_pull import (DEFAULT_STALL_TIMEOUT, _for_person, _json_stream, _pull_through_sdk, _PullConnection,
-                              _PullStream)
+from bot.engine_pull import DEFAULT_STALL_TIMEOUT, PullStreams, _PullConnection, _PullStream
 from bot.engine_run import ContainerRuns
 from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY, RegistryLane
 from handlers.errors import (
@@ -88,7 +81,6 @@ from handlers.ports import (
     Filters,
     ImageSummary,
     PruneResult,
-    PullEvent,
     RemoveResult,
     SearchResult,
 )
@@ -148,24 +140,6 @@ def _summary(raw: Mapping[str, Any]) -> ImageSummary:
     )
 
 
-def _event(raw: Mapping[str, Any]) -> PullEvent:
-    detail = raw.get("progressDetail") or {}
-    error = ""
-    if raw.get("errorDetail") or raw.get("error"):
-        ed = raw.get("errorDetail") or {}
-        error = (ed.get("message") if isinstance(ed, dict) else "") or str(raw.get("error") or "")
-        error = error or "the pull failed"
-    return PullEvent(
-        status=str(raw.get("status") or ""),
-        id=str(raw.get("id") or ""),
-        current=int(detail.get("current") or 0) if isinstance(detail, dict) else 0,
-        total=int(detail.get("total") or 0) if isinstance(detail, dict) else 0,
-        error=error,
-    )
-
-
-
-
 def _target_of(docker_host: str) -> EngineTarget:
     """An address alone: normalised as the CLI does when it can be, else kept
     as it is (docker-py then says what is wrong with it on first use)."""
@@ -214,7 +188,7 @@ MAX_JSON_BODY = 8_000_000  # bytes of one JSON answer read on Dockhand's own con
 # the engine
 
 
-class DockerEngine(ContainerRuns):
+class DockerEngine(ContainerRuns, PullStreams):
     """A Docker Engine: an :class:`~bot.connection.EngineTarget` (unix, TCP
     with or without TLS, ssh), or its address alone (``unix:///…``, ``tcp://…``)."""
 
@@ -455,155 +429,6 @@ class DockerEngine(ContainerRuns):
     async def inspect_image(self, ref: str) -> dict:
         return await self._run(OP_INSPECT, lambda api: api.inspect_image(ref), ref=ref,
                                get=f"/images/{urllib.parse.quote(ref, safe='/:')}/json")
-
-    def pull(self, repository: str, tag: str, *, owner: str = "", platform: str = "") -> AsyncIterator[PullEvent]:
-        """Pull ``repository:tag`` for ``owner``; events arrive as the engine sends them.
-
-        The tag is required: an empty tag would make the engine pull every
-        tag of the repository. Leaving the loop early (``break``, cancel,
-        ``aclose()``) stops the transfer and frees its worker thread.
-        ``owner`` (a person's id) is whose share of the registry lane it uses.
-        """
-        # Not a bare `assert`: this must hold under `python -O` too.
-        if not tag:
-            raise AssertionError("pull() needs a tag: without one the engine pulls every tag")
-        if not repository:
-            raise AssertionError("pull() needs a repository")
-        return self._pull(repository, tag, owner, platform)
-
-    async def _pull(self, repository: str, tag: str, owner: str = "", platform: str = "") -> AsyncIterator[PullEvent]:
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        ref = f"{repository}:{tag}"
-        async with self._registry_gate().slot(owner, registry_of(repository)):
-            self._check_open()
-            queue: asyncio.Queue = asyncio.Queue()
-            stream = _PullStream()
-            with self._streams_lock:
-                self._streams.add(stream)
-            try:
-                fut = loop.run_in_executor(self._executor, self._pull_worker,
-                                           repository, tag, stream, loop, queue, platform)
-            except RuntimeError as exc:
-                with self._streams_lock:
-                    self._streams.discard(stream)
-                raise EngineError(f"the connection to the engine at {self._shown} is closed") from exc
-            import time
-
-            started, ok = time.monotonic(), False
-            try:
-                while True:
-                    kind, payload = await queue.get()
-                    if kind == "event":
-                        yield payload
-                    elif kind == "error":
-                        raise payload
-                    elif kind == "stopped":  # only close() stops a pull someone still reads
-                        raise EngineError(
-                            f"the pull of {ref} was stopped: the connection to the engine at "
-                            f"{self._shown} is closed")
-                    else:
-                        ok = True
-                        return
-            finally:
-                self._observe(OP_PULL, started, ok)
-                stream.stop()
-                if not fut.done():
-                    # The worker was woken by stop(); this wait is short. (It
-                    # raises nothing itself: it reports through the queue.)
-                    try:
-                        await asyncio.wait_for(asyncio.shield(fut), timeout=10)
-                    except asyncio.TimeoutError:
-                        pass
-
-    def _pull_worker(self, repository: str, tag: str, stream: _PullStream,
-                     loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, platform: str = "") -> None:
-        """Runs in a worker thread: send the pull and read the engine's stream
-        into ``queue``.
-
-        Puts any number of ("event", PullEvent), then exactly one terminal
-        item: ("done", None), ("error", EngineError) or ("stopped", None).
-        Nothing that reaches the queue carries the credentials sent."""
-        ref = f"{repository}:{tag}"
-
-        def put(kind: str, payload: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, payload))
-            except RuntimeError:  # the loop is gone: nobody is listening
-                pass
-
-        terminal: tuple[str, Any] = ("stopped", None)
-        auth: RegistryAuth | None = None
-        conn: _PullConnection | None = None
-        sent = False
-        try:
-            if stream.stopped:
-                return
-            auth = self._credentials.lookup(repository)
-            if auth.problem:
-                log.warning("pull %s: no credentials for %s: %s", ref, auth.registry, auth.problem)
-            elif auth.source:
-                log.debug("pull %s: credentials for %s from %s", ref, auth.registry, auth.source)
-            if stream.stopped:
-                return
-            params = {"fromImage": repository, "tag": tag}
-            if platform:
-                params["platform"] = platform  # os[/arch[/variant]], as `docker pull --platform` sends it
-            headers = {"Content-Length": "0"}
-            if auth.header():
-                headers["X-Registry-Auth"] = auth.header()
-            if self._target.speaks_http:
-                conn = _PullConnection(self._target, self._timeout, self._stall_timeout, stream.attach)
-                conn.connect()  # from here on, every wait for the engine lasts at most the stall timeout
-                if stream.stopped:
-                    return
-                sent = True
-                # no /vX.Y prefix: the engine's own API version, as docker-py would negotiate it
-                conn.request("POST", f"/images/create?{urllib.parse.urlencode(params)}", headers=headers)
-                response = conn.getresponse()
-                if response.status != 200:
-                    raise _api_error(response.status, response.reason, response.read())
-                events = _json_stream(response)
-            else:
-                sent = True
-                events = _pull_through_sdk(self._client(), params, headers, self._stall_timeout)
-            for raw in events:
-                if stream.stopped:
-                    return
-                if not isinstance(raw, dict):
-                    continue
-                event = _event(raw)
-                if auth.auth:
-                    event = dataclasses.replace(event, status=auth.scrub(event.status),
-                                                error=auth.scrub(event.error))
-                put("event", event)
-                if event.error:  # an error inside a 200 stream: it ends here
-                    terminal = ("error", self._for_people(_for_person(
-                        map_stream_error(event.error, operation=OP_PULL, ref=ref), auth)))
-                    return
-            terminal = ("stopped", None) if stream.stopped else ("done", None)
-        except Exception as exc:
-            if not stream.stopped:
-                if sent and _is_timeout(exc):
-                    error: EngineError = EngineTimeout(
-                        f"the pull of {ref} was stopped: the registry sent nothing for "
-                        f"{_fmt_seconds(self._stall_timeout)} s",
-                        f"Nothing arrived from the engine at {self._shown} for "
-                        f"{_fmt_seconds(self._stall_timeout)} s (DOCKHAND_PULL_STALL_TIMEOUT), so Dockhand "
-                        "ended the pull and the engine's transfer with it. Check the registry and the "
-                        "host's way to it, then pull again; raise DOCKHAND_PULL_STALL_TIMEOUT if the "
-                        "registry is only slow.")
-                    log.warning("pull %s: nothing received for %g s: stopped", ref, self._stall_timeout)
-                else:
-                    error = self._mapped(exc, operation=OP_PULL, timeout=self._timeout, ref=ref)
-                terminal = ("error", self._for_people(_for_person(error, auth)))
-        finally:
-            stream.release()  # first: stop() no longer touches the socket
-            if conn is not None:
-                conn.close()
-            with self._streams_lock:
-                self._streams.discard(stream)
-            put(*terminal)
 
     async def remove_image(self, ref: str, *, force: bool = False, noprune: bool = False) -> RemoveResult:
         raw = await self._run(OP_REMOVE, lambda api: api.remove_image(ref, force=force, noprune=noprune),

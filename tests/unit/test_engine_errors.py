@@ -14,11 +14,11 @@ import urllib3.exceptions
 from bot.engine import (
     DockerEngine,
     _encode_filters,
-    _event,
     _summary,
     map_error,
     map_stream_error,
 )
+from bot.engine_pull import _event
 from handlers import errors as E
 from handlers.replies import Status
 
