@@ -20,7 +20,6 @@ Before the fair lane, every case here waited the full ``SLOW`` seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
@@ -35,6 +34,7 @@ from bot.wiring import build_services, close_services
 from handlers import dispatch
 from handlers.context import Actor
 from handlers.replies import Status
+from tests.fakes.forwarder import Forwarder
 
 pytestmark = pytest.mark.integration
 
@@ -74,65 +74,27 @@ class Flight:
             self.at[where] -= 1
 
 
-class CountingProxy:
+class CountingProxy(Forwarder):
     """127.0.0.1:<port> in front of the fake index: an index of its own to the
     engine. A search is in flight from its ``GET /v1/search`` until the first
     bytes of its answer."""
 
     def __init__(self, target: str, flight: Flight):
-        self.host, _, port = target.rpartition(":")
-        self.port = int(port)
+        super().__init__(target)
         self.flight = flight
-        self.address = ""
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task] = set()
 
-    async def start(self) -> CountingProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-        return self
+    async def chunk(self, data: bytes, *, to_target: bool, conn: dict) -> None:
+        pending = conn.get("pending", 0)  # searches sent on this connection, not answered yet
+        if to_target and data.startswith(b"GET /v1/search"):
+            conn["pending"] = pending + 1
+            self.flight.up(self.address)
+        elif not to_target and pending:
+            conn["pending"] = pending - 1
+            self.flight.down(self.address)
 
-    async def stop(self) -> None:
-        self._server.close()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        pending = 0  # searches sent on this connection, not answered yet
-        try:
-            up_r, up_w = await asyncio.open_connection(self.host, self.port)
-        except OSError:
-            writer.close()
-            self._tasks.discard(task)
-            return
-
-        async def pump(src, dst, requests: bool) -> None:
-            nonlocal pending
-            try:
-                while chunk := await src.read(65536):
-                    if requests and chunk.startswith(b"GET /v1/search"):
-                        pending += 1
-                        self.flight.up(self.address)
-                    elif not requests and pending:
-                        pending -= 1
-                        self.flight.down(self.address)
-                    dst.write(chunk)
-                    await dst.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    dst.close()
-
-        try:
-            await asyncio.gather(pump(reader, up_w, True), pump(up_r, writer, False))
-        finally:
-            for _ in range(pending):
-                self.flight.down(self.address)
-            self._tasks.discard(task)
+    def closed(self, conn: dict) -> None:
+        for _ in range(conn.get("pending", 0)):
+            self.flight.down(self.address)
 
 
 class SlowRegistry:

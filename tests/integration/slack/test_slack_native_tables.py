@@ -6,7 +6,6 @@ checking every block against the documented limits, on the private engine."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -14,6 +13,7 @@ import uuid
 
 import pytest
 
+from tests.fakes.forwarder import Forwarder
 from tests.fakes.slack_api import action_body, action_payload, buttons, message_problems, signed_headers
 from tests.fakes.slack_harness import SECRET, clean_slack_env, engine_services, fake_slack, slack_app  # noqa: F401
 
@@ -147,50 +147,17 @@ async def test_a_plan_is_a_data_table_its_cli_text_a_click_away_and_refused_it_s
     assert "dockhand.cli" not in [b["action_id"] for b in buttons(answered.body)]
 
 
-class ThrottledRegistry:
+class ThrottledRegistry(Forwarder):
     """127.0.0.1:<port> in front of the stack's registry, sending its answers
     at ``rate`` bytes a second: a pull slow enough to watch."""
 
     def __init__(self, target: str, rate: int):
-        self.host, _, port = target.rpartition(":")
-        self.port, self.rate = int(port), rate
-        self.address = ""
-        self._server = None
-        self._tasks: set = set()
+        super().__init__(target)
+        self.rate = rate
 
-    async def start(self) -> "ThrottledRegistry":
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def stop(self) -> None:
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, reader, writer) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        up_r, up_w = await asyncio.open_connection(self.host, self.port)
-
-        async def pump(src, dst, slow: bool) -> None:
-            try:
-                while chunk := await src.read(65536):
-                    dst.write(chunk)
-                    await dst.drain()
-                    if slow:
-                        await asyncio.sleep(len(chunk) / self.rate)
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    dst.close()
-
-        try:
-            await asyncio.gather(pump(reader, up_w, False), pump(up_r, writer, True))
-        finally:
-            self._tasks.discard(task)
+    async def chunk(self, data: bytes, *, to_target: bool, conn: dict) -> None:
+        if not to_target:
+            await asyncio.sleep(len(data) / self.rate)
 
 
 @pytest.fixture
