@@ -47,7 +47,7 @@ def docker(stack, host: str, *args: str, input: bytes | None = None) -> None:
 async def measure(args, stack, hosts: dict[str, str]) -> dict:
     from bot.config import load_settings
     from bot.wiring import build_services, close_services
-    from handlers import dispatch
+    from handlers.dispatch import dispatch
     from handlers.context import Actor
     from handlers.replies import HostHeading
 

@@ -194,7 +194,8 @@ async def dockhand_rmi(services, actor, ids: list[str], timings: "Timings | None
                        ) -> tuple[float, float, float, list[str], dict]:
     """Plan (timed alone), then one confirmation (timed, and its CPU time in
     this process, all threads); the IDs it deleted."""
-    from handlers import dispatch, operations
+    from handlers import operations
+    from handlers.dispatch import dispatch
 
     t = time.perf_counter()
     plan = await dispatch("rmi " + " ".join(ids), actor, services)
@@ -345,7 +346,7 @@ def dockerd_cpu(pid: int | None) -> float:
 async def run(args, stackmod, paths, state) -> dict:
     from bot.config import Settings
     from bot.wiring import build_services, close_services
-    from handlers import dispatch
+    from handlers.dispatch import dispatch
     from handlers.context import Actor
 
     load_avg = os.getloadavg()

@@ -59,7 +59,7 @@ async def in_process(state, runs):
     import docker
 
     from bot.engine import DockerEngine
-    from handlers import dispatch
+    from handlers.dispatch import dispatch
     from handlers.context import Actor, Services
 
     engine = DockerEngine(state["docker_host"])

@@ -13,26 +13,52 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 import bot
 from bot.config import ConfigError, load_dotenv_file, load_settings
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, given the terminal's width the way
+    ``shutil.get_terminal_size`` finds it (COLUMNS, then the terminal, else
+    80): argparse would import shutil for it, and with it bz2 and lzma, at
+    every start of every command."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            try:
+                columns = int(os.environ.get("COLUMNS", "0"))
+            except ValueError:
+                columns = 0
+            if columns <= 0:
+                try:
+                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                except (AttributeError, ValueError, OSError):
+                    columns = 0
+            width = (columns or 80) - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dockhand", description="Docker image ChatOps: Slack or terminal.")
+    p = argparse.ArgumentParser(prog="dockhand", description="Docker image ChatOps: Slack or terminal.",
+                                formatter_class=_Formatter)
     p.add_argument("--version", action="version", version=f"dockhand {bot.__version__}")
     p.add_argument("--env-file", help="read settings from this file instead of ./.env")
-    sub = p.add_subparsers(dest="mode")
-    sh = sub.add_parser("shell", help="terminal front end (default without Slack tokens)")
+    sub = p.add_subparsers(dest="mode", prog="dockhand")  # prog given: no terminal-size probe (shutil)
+    sh = sub.add_parser("shell", help="terminal front end (default without Slack tokens)", formatter_class=_Formatter)
     sh.add_argument("-c", dest="command", metavar="COMMAND", help="run one command, print the reply and exit")
     sh.add_argument("-y", "--yes", action="store_true",
                     help="confirm removals without asking (needed with -c when there is no terminal)")
-    au = sub.add_parser("audit", help="the local audit log: verify its hash chain, or show its last records")
+    au = sub.add_parser("audit", help="the local audit log: verify its hash chain, or show its last records",
+                        formatter_class=_Formatter)
     au.add_argument("action", choices=("verify", "show"), help="verify: check the chain; show: print records")
     au.add_argument("-n", type=int, default=20, help="how many records `show` prints (default 20)")
     au.add_argument("--file", help="the audit log (default: audit.jsonl in DOCKHAND_STATE_DIR)")
-    sub.add_parser("slack", help="Slack front end (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)")
+    sub.add_parser("slack", help="Slack front end (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)",
+                   formatter_class=_Formatter)
     return p
 
 
@@ -73,9 +99,9 @@ def entry() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(_command_value_first(sys.argv[1:] if argv is None else argv))
-    load_dotenv_file(args.env_file)
     mode = args.mode
     try:
+        load_dotenv_file(args.env_file)
         settings = load_settings(slack={"slack": True, "shell": False, "audit": False}.get(mode))
     except ConfigError as exc:
         for problem in exc.problems:
@@ -109,19 +135,25 @@ def main(argv: list[str] | None = None) -> int:
     if settings.hosts is None and target.tls is not None and not target.tls.verify:
         print(f"dockhand: warning: TLS to {target.url} does not verify the engine's certificate "
               f"({target.tls.origin}); set DOCKER_TLS_VERIFY=1 to verify it", file=sys.stderr)
-    if target.explicit and settings.hosts is None:
-        # DOCKER_HOST or a context names the engine: it must answer before anything is served
-        problem = asyncio.run(_reach(services, target, settings.engine_timeout))
+    # DOCKER_HOST or a context names the engine: it must answer before anything is served. The
+    # question leaves now, and the front end loads while the engine answers.
+    checking = target.explicit and settings.hosts is None
+    asked = services.engine.ask_version() if checking else None
+    one_shot = args.__dict__.get("command") is not None
+    if mode == "slack":
+        from bot.slack.app import serve
+    elif one_shot:
+        from bot.shell import run_once
+    else:
+        from bot.shell import interactive
+    if checking:
+        problem = asyncio.run(_reach(services, target, settings.engine_timeout, asked))
         if problem:
             print(f"dockhand: {problem}", file=sys.stderr)
             return 1
     if mode == "slack":
-        from bot.slack.app import serve
-
         return _leave(services, serve(settings, services))
-    if args.__dict__.get("command") is not None:
-        from bot.shell import run_once
-
+    if one_shot:
         async def once() -> int:
             try:
                 return await run_once(services, args.command, yes=args.yes)
@@ -129,8 +161,6 @@ def main(argv: list[str] | None = None) -> int:
                 await close_services(services)
 
         return _leave(services, asyncio.run(once()))
-    from bot.shell import interactive
-
     return _leave(services, interactive(services, yes=bool(getattr(args, "yes", False))))
 
 
@@ -173,12 +203,13 @@ async def _reach_hosts(services) -> list[str]:
     return [line for line in lines if line]
 
 
-async def _reach(services, target, timeout: float) -> str | None:
-    """The start-up check; when it fails, what was opened is closed again."""
+async def _reach(services, target, timeout: float, asked) -> str | None:
+    """The start-up check (``asked``: its question, already sent); when it
+    fails, what was opened is closed again."""
     from bot.engine_check import reach
     from bot.wiring import close_services
 
-    problem = await reach(services.engine, target, timeout)
+    problem = await reach(services.engine, target, timeout, asked)
     if problem:
         await close_services(services)
     return problem

@@ -5,7 +5,7 @@ Two layers:
 * :func:`complete` is pure: given the line before the word under the cursor
   and that word, the :class:`Candidate` words with their descriptions. It
   reads the very command table that ``--help`` prints
-  (:data:`handlers.commands.TABLE`, :data:`handlers.commands.MANAGEMENT`,
+  (:func:`handlers.commands.table`, :data:`handlers.commands.MANAGEMENT`,
   each ``CommandSpec.short``, each ``Flag.help``) and the filter names the
   handlers accept, so completion and help can never disagree.
 * :func:`install` wires it into readline: the completer, a display hook that
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 from handlers.argv import CommandSpec, Flag, tokenize
-from handlers.commands import MANAGEMENT, TABLE, find_command
+from handlers.commands import MANAGEMENT, find_command, table
 from handlers.images import LIST_FILTERS, PRUNE_FILTERS
 from handlers.ports import ImageSummary
 from handlers.search import SEARCH_FILTERS
@@ -96,13 +96,13 @@ class Candidate:
 
 def top_level() -> dict[str, str]:
     """First words: commands and management groups, with their descriptions."""
-    words = {spec.path[0]: spec.short for spec in TABLE if len(spec.path) == 1}
+    words = {spec.path[0]: spec.short for spec in table() if len(spec.path) == 1}
     words.update(MANAGEMENT)
     return words
 
 
 def subcommands(group: str) -> dict[str, str]:
-    return {spec.path[1]: spec.short for spec in TABLE if len(spec.path) == 2 and spec.path[0] == group}
+    return {spec.path[1]: spec.short for spec in table() if len(spec.path) == 2 and spec.path[0] == group}
 
 
 def flag_description(flag: Flag) -> str:

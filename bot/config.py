@@ -11,14 +11,18 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from bot.connection import DEFAULT_UNIX_HOST, ConnectionProblem, EngineTarget, resolve
-from bot.hosts_config import HostsSettings, load_hosts
 from bot.credentials import RegistryLogin, docker_config_problems, parse_registry_logins
 from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY
 
+if TYPE_CHECKING:
+    from bot.hosts_config import HostsSettings
+
 DEFAULT_DOCKER_HOST = DEFAULT_UNIX_HOST
+# the variables that name several hosts (bot/hosts_config.py, read only when one is set)
+HOSTS_VARIABLES = ("DOCKHAND_HOSTS", "DOCKHAND_HOSTS_FILE", "DOCKHAND_DEFAULT_HOST")
 
 
 class ConfigError(Exception):
@@ -133,10 +137,17 @@ def _grants(env: Mapping[str, str], name: str, problems: list[str]) -> frozenset
 
 
 def load_dotenv_file(path: str | os.PathLike | None = None) -> None:
-    """Load ``.env`` (never overriding the real environment)."""
+    """Load ``.env`` (never overriding the real environment). Without a file
+    to read, python-dotenv is not even imported (a one-shot command's start-up).
+    A file named on purpose (``--env-file``) must exist: ConfigError if not."""
+    if path is not None and not os.path.exists(path):
+        raise ConfigError([f"--env-file {os.fspath(path)!r}: no such file"])
+    path = path or Path.cwd() / ".env"
+    if not os.path.exists(path):
+        return  # what load_dotenv does with a missing ./.env: nothing
     from dotenv import load_dotenv
 
-    load_dotenv(dotenv_path=path or Path.cwd() / ".env", override=False)
+    load_dotenv(dotenv_path=path, override=False)
 
 
 _RAM = re.compile(r"(\d+(?:\.\d+)?) ?([kmgt]?)i?b?", re.IGNORECASE)
@@ -249,7 +260,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, slack: bool | None = 
     # Private registries: DOCKHAND_REGISTRY_<NAME>_{HOST,USERNAME,PASSWORD|PASSWORD_FILE},
     # then the Docker CLI's $DOCKER_CONFIG/config.json (auths, credHelpers, credsStore).
     # Problems name the variable or the file, never a password.
-    hosts = load_hosts(env, problems)  # many hosts: named engines, groups, channel defaults
+    hosts = None  # many hosts: named engines, groups, channel defaults
+    if any(env.get(name, "").strip() for name in HOSTS_VARIABLES):
+        from bot.hosts_config import load_hosts
+
+        hosts = load_hosts(env, problems)
 
     registry_logins, login_problems = parse_registry_logins(env)
     problems.extend(login_problems)

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import urllib.parse
@@ -307,7 +306,7 @@ def docker_config_problems(docker_config: str | None = None, *, path: str | None
     for where, name in helpers:
         if not isinstance(name, str) or not name:
             problems.append(f"DOCKER_CONFIG: {cfg_path}: {where} must name a helper")
-        elif shutil.which(f"docker-credential-{name}", path=path) is None:
+        elif _which(f"docker-credential-{name}", path) is None:
             problems.append(f"DOCKER_CONFIG: {cfg_path}: {where} names docker-credential-{name}, "
                             "which is not on PATH")
     return problems
@@ -465,7 +464,7 @@ class CredentialStore:
         helper has none for ``address``. Raises CredentialsError (no secret)."""
         program = f"docker-credential-{name}"
         env = dict(os.environ if self._environ is None else self._environ)
-        exe = shutil.which(program, path=env.get("PATH"))
+        exe = _which(program, env.get("PATH"))
         if exe is None:
             raise CredentialsError(f"{program} is not on PATH")
         try:
@@ -504,3 +503,11 @@ class CredentialStore:
         if user == TOKEN_USERNAME:
             return {"identitytoken": secret, "serveraddress": address}
         return {"username": user, "password": secret, "serveraddress": address}
+
+
+def _which(program: str, path: str | None) -> str | None:
+    """``shutil.which``, imported when a credential helper is named (shutil
+    brings bz2 and lzma with it: a start-up cost every command would pay)."""
+    import shutil
+
+    return shutil.which(program, path=path)

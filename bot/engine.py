@@ -35,6 +35,7 @@ Facts this module relies on (Engine API 1.41, docker-py 7.1):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import re
@@ -333,14 +334,12 @@ class DockerEngine(ContainerRuns, PullStreams):
 
             self.metrics.engine_call(call, time.monotonic() - started, ok)
 
-    async def _run(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "",
-                   get: str = "") -> T:
-        """``fn(client)`` in a worker thread, its errors mapped. ``get``: the
-        Engine API path of a read that ``fn`` makes, answered on Dockhand's own
-        connection instead (:meth:`_get_json`) where the target speaks HTTP."""
-        import time
-
-        self._check_open()
+    def _work(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "",
+              get: str = "") -> Callable[[], T]:
+        """What a worker thread runs for one call: ``fn(client)``, its errors
+        mapped. ``get``: the Engine API path of a read that ``fn`` makes,
+        answered on Dockhand's own connection instead (:meth:`_get_json`)
+        where the target speaks HTTP."""
 
         def work() -> T:
             with self._busy_lock:
@@ -355,6 +354,23 @@ class DockerEngine(ContainerRuns, PullStreams):
                 with self._busy_lock:
                     self._busy -= 1
 
+        return work
+
+    def ask_version(self) -> concurrent.futures.Future:
+        """``GET /version`` sent now from a worker thread, without an event
+        loop: the start-up check asks it as soon as the engine adapter exists
+        and awaits the answer (:func:`bot.engine_check.reach`) once the rest
+        of Dockhand is loaded. Errors come back mapped, as from :meth:`version`."""
+        self._check_open()
+        return self._executor.submit(self._work(OP_VERSION, lambda api: api.version(), get="/version"))
+
+    async def _run(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "",
+                   get: str = "") -> T:
+        """``fn(client)`` in a worker thread (:meth:`_work`), counted in the metrics."""
+        import time
+
+        self._check_open()
+        work = self._work(operation, fn, ref=ref, get=get)
         loop = asyncio.get_running_loop()
         started, ok = time.monotonic(), False
         try:

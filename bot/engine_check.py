@@ -38,12 +38,15 @@ def unanswered(target: EngineTarget, error: EngineError) -> str:
     return line
 
 
-async def reach(engine, target: EngineTarget, timeout: float) -> str | None:
+async def reach(engine, target: EngineTarget, timeout: float, asked=None) -> str | None:
     """Ask the engine for its version; None when it answered, else the line to
-    print. The engine's own timeout (DOCKHAND_ENGINE_TIMEOUT) bounds the call;
-    the wait here is only a net for a transport that ignores it."""
+    print. ``asked``: the question already sent (``engine.ask_version()``, a
+    concurrent future), whose answer is awaited instead. The engine's own
+    timeout (DOCKHAND_ENGINE_TIMEOUT) bounds the call; the wait here is only a
+    net for a transport that ignores it."""
+    answer = asyncio.wrap_future(asked) if asked is not None else engine.version()
     try:
-        await asyncio.wait_for(engine.version(), timeout=timeout + 5)
+        await asyncio.wait_for(answer, timeout=timeout + 5)
     except EngineError as exc:
         return unanswered(target, exc)
     except asyncio.TimeoutError:

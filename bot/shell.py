@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from bot.render.text import context_note, render, render_progress, safe
-from handlers import dispatch, engine_identity, operations
+from handlers import engine_identity, operations
+from handlers.dispatch import dispatch
 from handlers.context import Actor, Services
 from handlers.dispatch import with_operation_context
 from handlers.errors import EngineError

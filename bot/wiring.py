@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import socket
 from collections.abc import Mapping
 
@@ -37,6 +36,7 @@ class _ClientInfo(Mapping):
 def client_info() -> dict:
     """Dockhand's side of `docker version`. The SDK's version comes from its
     installed metadata, without importing docker-py."""
+    import platform
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
-import uuid
 from dataclasses import dataclass, field
 
 from . import access, engine_identity, fleet, operations
 from .argv import DESTRUCTIVE, READ, WRITE, CommandSpec, Parsed, command_help, parse_flags, quote_line, tokenize
 from .base import Call
-from .commands import _BY_PATH, MANAGEMENT, find_command, management_help, unknown_command
+from .commands import MANAGEMENT, find_command, management_help, spec_for, unknown_command
 from .context import Actor, Emit, Services
 from .errors import DockhandError, UsageError
 from .replies import Preformatted, Reply, error_reply
-from .system import short_version
 
 log = logging.getLogger("dockhand.dispatch")
 
@@ -146,7 +145,7 @@ def parse_command(text: str) -> Command:
     command = Command(words, shown, substitution=substitution, target=target)
     if not words or words[0] in HELP_FLAGS:
         command.words = ["help"]
-        command.parsed = parse_flags(_BY_PATH[("help",)], [], "docker help")
+        command.parsed = parse_flags(spec_for(("help",)), [], "docker help")
         return command
     if words[0] in VERSION_FLAGS:
         if len(words) > 1:
@@ -307,7 +306,7 @@ async def _fan_out(command: Command, actor: Actor, services: Services, names: tu
 
 
 def internal_error(line: str, actor: Actor) -> Reply:
-    ref = uuid.uuid4().hex[:8]
+    ref = os.urandom(4).hex()  # a reference to find the traceback in the log
     log.exception("internal error %s while running %r for %s", ref, line, actor.id)
     return error_reply(line, f"Internal error while running `{line[:200]}` (logged as {ref}).",
                        "This is a bug in Dockhand, not in your command: report the reference to the team.")
@@ -316,7 +315,9 @@ def internal_error(line: str, actor: Actor) -> Reply:
 async def _run(command: Command, actor: Actor, services: Services, emit: Emit) -> Reply:
     line = command.line
     if command.extra.get("short_version"):
-        spec = _BY_PATH[("version",)]
+        spec = spec_for(("version",))
+        from .system import short_version
+
         return await short_version(Call(parse_flags(spec, [], line), actor, services, emit))
     if command.extra.get("management_help"):
         group = command.extra["management_help"]

@@ -31,13 +31,13 @@ from .access import Denial, may_cancel, may_confirm
 from .base import Call
 from .context import Actor, Emit, Services
 from .errors import Conflict, DockhandError, EngineError
-from .pull import TagsPlan, pull_tags
 from .ports import AuditEvent, Operation
 from .replies import Confirmation, ErrorPart, Notice, Preformatted, Reply, Status, Table, error_reply
 from .units import human_size, truncate_id
 
 if TYPE_CHECKING:  # the removal planner is loaded by the commands that plan (rmi, prune)
     from .plans import Model, Plan
+    from .pull import TagsPlan
 
 log = logging.getLogger("dockhand.operations")
 
@@ -144,6 +144,8 @@ async def _run_tags(call: Call, plan: TagsPlan, claimed: Operation, actor: Actor
                     emit: Emit) -> Reply:
     services = call.services
     await audit(services, "running", claimed, actor)
+    from .pull import pull_tags
+
     lines, errors = await pull_tags(dataclasses.replace(call, emit=emit), plan)
     ok = len(plan.tags) - len(errors)
     parts = [Preformatted("\n".join(lines)),
@@ -155,9 +157,16 @@ async def _run_tags(call: Call, plan: TagsPlan, claimed: Operation, actor: Actor
                          errors=[list(e) for e in errors], result=reply.summary)
 
 
+def _is_tags(plan: Plan | TagsPlan) -> bool:
+    """A `pull -a` plan (handlers/pull.py, loaded by the command that made it) rather than a removal's."""
+    from .pull import TagsPlan
+
+    return isinstance(plan, TagsPlan)
+
+
 async def request(call: Call, plan: Plan | TagsPlan) -> Reply:
     """Store the plan as a pending operation and ask for a confirmation."""
-    if isinstance(plan, TagsPlan):
+    if _is_tags(plan):
         return await _request_tags(call, plan)
     services = call.services
     line = call.parsed.line
@@ -305,13 +314,13 @@ async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = Non
         superseded = await store.transition(op.id, ["running"], "superseded", now=services.clock(),
                                             result={"reason": "the situation changed since the plan"})
         await audit(services, "changed", superseded or claimed, actor,
-                    new_plan=plan.to_json() if isinstance(plan, TagsPlan) else _plan_detail(plan))
+                    new_plan=plan.to_json() if _is_tags(plan) else _plan_detail(plan))
         fresh = await request(call, plan)
         note = Notice("The situation changed since this plan was shown: nothing was removed. "
                       "Here is the new plan; confirm it if it is still what you want.")
         return dataclasses.replace(fresh, parts=(note,) + fresh.parts,
                                    meta={**fresh.meta, "superseded": superseded or claimed})
-    if isinstance(plan, TagsPlan):
+    if _is_tags(plan):
         return await _run_tags(call, plan, claimed, actor, started, emit)
     await audit(services, "running", claimed, actor)
     outcome = await execute(plan, model, services)

@@ -133,7 +133,7 @@ def top_help(table) -> str:
 
 
 async def help_command(call: Call):
-    from .commands import MANAGEMENT, TABLE, find_command, management_help
+    from .commands import MANAGEMENT, find_command, management_help, table
 
     if call.args:
         from .argv import command_help
@@ -147,7 +147,7 @@ async def help_command(call: Call):
 
             raise unknown_command(words)
         return call.reply(Preformatted(command_help(spec)), summary=f"usage of {spec.command_path}")
-    return call.reply(Preformatted(top_help(TABLE)), summary="Dockhand commands", actions=HELP_ACTIONS)
+    return call.reply(Preformatted(top_help(table())), summary="Dockhand commands", actions=HELP_ACTIONS)
 
 
 SPECS = (

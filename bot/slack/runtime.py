@@ -191,7 +191,7 @@ class SlackRuntime(ListButtons):
         self.services = services
         self.metrics = metrics if metrics is not None else Metrics()
         if dispatch is None:
-            from handlers import dispatch as real_dispatch
+            from handlers.dispatch import dispatch as real_dispatch
             dispatch = real_dispatch
         self._dispatch = dispatch
         self.seen = Deduper()

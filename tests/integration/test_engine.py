@@ -919,7 +919,7 @@ async def test_pull_error_inside_the_stream(engine, stack, fake_registry):
 
 async def test_pull_command_fails_on_an_error_inside_the_stream(engine, stack, fake_registry):
     """The same corrupted blob through the pull command: a failed reply, not a success."""
-    from handlers import dispatch
+    from handlers.dispatch import dispatch
     from handlers.context import Actor, Services
     from handlers.replies import Status
 

@@ -32,7 +32,7 @@ from bot.insecure_registries import EngineRegistrySecurity, RegistrySecurityConf
 from bot.registry import RegistryClient
 from bot.render.text import render
 from bot.wiring import build_services, close_services
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.context import Actor
 from handlers.replies import Confirmation, Status
 from tests.fakes.registry_config import running_registry

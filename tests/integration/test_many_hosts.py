@@ -26,7 +26,8 @@ import pytest
 
 from bot.config import load_settings
 from bot.wiring import build_services, close_services
-from handlers import dispatch, operations
+from handlers import operations
+from handlers.dispatch import dispatch
 from handlers.context import Actor
 from bot.render.text import render
 from handlers.replies import HostHeading, Status

@@ -260,7 +260,7 @@ async def test_an_engine_that_never_answers_the_pull_ends_too(engine, registry, 
 
 
 async def test_the_pull_command_says_so(engine, registry, stack):
-    from handlers import dispatch
+    from handlers.dispatch import dispatch
     from handlers.context import Actor, Services
     from handlers.replies import ErrorPart, Status
 

@@ -31,7 +31,7 @@ import pytest
 
 from bot.config import Settings
 from bot.wiring import build_services, close_services
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.context import Actor
 from handlers.replies import Status
 from tests.fakes.forwarder import Forwarder

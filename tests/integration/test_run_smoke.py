@@ -15,7 +15,7 @@ import pytest
 
 from bot.config import Settings
 from bot.wiring import build_services, close_services
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.context import Actor
 from tests.integration.shell_helpers import STATE_DIR, dockhand, dockhand_env
 

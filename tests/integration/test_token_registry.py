@@ -29,7 +29,7 @@ from bot.credentials import CredentialStore, RegistryLogin, Secret
 from bot.registry import RegistryClient
 from bot.render.text import render
 from bot.wiring import build_services, close_services
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers import errors as E
 from handlers.context import Actor
 from handlers.replies import Confirmation, Status

@@ -13,7 +13,9 @@ from bot import completion
 from bot.completion import Candidate, EngineImages, ShellCompleter, complete, flag_description, install, listing
 from handlers.argv import command_help
 from handlers.base import parse_filters
-from handlers.commands import MANAGEMENT, TABLE
+from handlers.commands import MANAGEMENT, table
+
+TABLE = table()
 from handlers.images import LIST_FILTERS, PRUNE_FILTERS
 from handlers.ports import ImageSummary
 from handlers.search import SEARCH_FILTERS

@@ -7,7 +7,7 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.context import Actor, Services
 from handlers.replies import ErrorPart, Status
 from tests.unit.fake_engine import FakeEngine, image, result

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bot.render.blockkit import render as blockkit
 from bot.render.text import context_note
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.context import Actor, Services
 from handlers.engine_identity import SAMPLE_NOTE, mirror_images
 from handlers.errors import EngineUnreachable, RegistryUnreachable

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bot.render.text import render
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.context import Actor, Services
 from handlers.errors import EngineUnreachable
 from handlers.images import image_rows
@@ -166,7 +166,7 @@ async def test_internal_bug_is_reported_with_a_reference(caplog):
 
 
 def test_preflight_checks_without_running():
-    from handlers import preflight
+    from handlers.dispatch import preflight
 
     assert preflight("pull ubuntu") is None
     assert preflight("docker --version") is None and preflight("image") is None
@@ -232,7 +232,7 @@ async def test_a_stars_filter_takes_ascii_digits_only():
                                     ("127.0.0.1:0/x", False), ("[::1]:5000/x", True), ("[::1]:99999/x", False),
                                     ("localhost:5000/x:1", True)])
 def test_pull_refuses_a_registry_port_the_engine_cannot_dial_before_anything_runs(ref, ok):
-    from handlers import preflight
+    from handlers.dispatch import preflight
 
     reply = preflight(f"pull {ref}")
     assert (reply is None) is ok

@@ -12,7 +12,7 @@ import pytest
 from bot.config import ConfigError, load_settings
 from bot.render import blockkit
 from bot.render.text import render
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.access import Policy, Role, authorise
 from handlers.context import Actor, Services
 from handlers.dispatch import parse_command

@@ -13,7 +13,7 @@ import pytest
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY, RegistryLane
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.access import Policy
 from handlers.context import Actor, Services
 from tests.unit.fake_engine import FakeEngine, image

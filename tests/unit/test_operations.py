@@ -12,7 +12,8 @@ import pytest
 from bot.audit_log import AuditLog, verify
 from bot.render.text import render
 from bot.store import SqliteStore
-from handlers import dispatch, operations
+from handlers import operations
+from handlers.dispatch import dispatch
 from handlers.access import Policy
 from handlers.context import Actor, Services
 from handlers.replies import Confirmation, Status

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.context import Actor, Services
 from handlers.errors import RegistryUnreachable
 from handlers.ports import PullEvent

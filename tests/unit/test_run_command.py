@@ -13,7 +13,8 @@ from bot.config import ConfigError, load_settings
 from bot.engine_run import _output_tail
 from bot.render.text import render
 from bot.store import SqliteStore
-from handlers import dispatch, run
+from handlers import run
+from handlers.dispatch import dispatch
 from handlers.access import Policy, Role, authorise, role_needed
 from handlers.argv import READ, WRITE, Parsed
 from handlers.commands import NOT_HERE

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bot.render.text import render
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.context import Actor, Services
 from handlers.errors import EngineError, EngineUnreachable, RegistryUnauthorized
 from handlers.replies import ErrorPart, Notice, Status, Table

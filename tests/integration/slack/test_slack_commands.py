@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from bot.engine import DockerEngine
-from handlers import dispatch as real_dispatch
+from handlers.dispatch import dispatch as real_dispatch
 from handlers.context import Services
 from tests.fakes.slack_api import (
     SIGNING_SECRET,

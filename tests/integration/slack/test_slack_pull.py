@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from handlers import dispatch as real_dispatch
+from handlers.dispatch import dispatch as real_dispatch
 from tests.fakes.slack_api import message_problems
 from tests.fakes.slack_harness import clean_slack_env, engine_services, fake_slack, slack_app  # noqa: F401
 
