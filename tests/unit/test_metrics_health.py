@@ -70,7 +70,7 @@ async def test_the_probe_is_bounded_and_says_nothing_of_the_address():
     metrics = Metrics()
     slow = EngineProbe(Engine(delay=5), timeout=0.2, metrics=metrics)
     assert await asyncio.wait_for(slow.check(), 1) == {"reachable": False, "error": "timeout"}
-    assert value(samples(metrics.render().decode()), "dockhand_engine_up") == 0
+    assert value(samples(metrics.render().decode()), "dockhand_engine_up", host="default") == 0
     down = EngineProbe(Engine(fail=EngineUnreachable("unix:///secret/path.sock", "No such file")))
     answer = await down.check()
     assert answer == {"reachable": False, "error": "unreachable"} and "secret" not in str(answer)
