@@ -211,7 +211,7 @@ def home_view(home: Home, *, no_role: str = "") -> dict:
     tail = [{"type": "actions", "elements": buttons[:25]},
             _context("Each button runs its command as you, through the same checks as typing it "
                      f"(`/images`, `/docker info`, `/docker audit 20`, `/pull`).{where}")]
-    after = _audit_blocks(home)
+    after = ([{"type": "divider"}] if home.many else []) + _audit_blocks(home)  # the log is no host's part
     if home.hidden:
         after.append(_context(f"You have no role on {_names(home.hidden)}: "
                               f"{'it is' if len(home.hidden) == 1 else 'they are'} not shown."))
