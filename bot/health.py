@@ -1,8 +1,8 @@
 """``/healthz``, ``/readyz`` and ``/metrics``: how an SRE sees a running Dockhand.
 
 * ``GET /healthz`` (liveness): 200 as long as the process serves requests,
-  whatever the engine does: restarting Dockhand does not bring an engine
-  back, and a Dockhand that keeps serving can tell people the engine is down.
+  whatever the engines do: restarting Dockhand does not bring an engine
+  back, and a Dockhand that keeps serving can tell people an engine is down.
   The small JSON body reports the engine::
 
       {"status": "ok" | "degraded", "host": "<DOCKHAND_HOST_LABEL, or null>",
@@ -11,18 +11,24 @@
 
 * ``GET /readyz`` (readiness): the same body; 200 when the engine answered,
   503 when it did not (a load balancer or an alert can key on it).
-* ``GET /metrics``: the app's registry in the Prometheus text format.
+* ``GET /metrics``: the app's registry in the Prometheus text format;
+  ``dockhand_engine_up{host=…}`` is refreshed (through the probes' cache)
+  before each scrape is rendered.
 
-With many hosts, ``engine`` is the default host's and ``hosts`` has every
-host's answer by name (probed at once, each bounded alike); ``status`` is
-"degraded" when any host does not answer, and ``/readyz`` is 503 only when
-none does: one host down must not take the bot that serves the others out
-of service.
+Many hosts: every host is probed at once, each within the probe's bound and
+its own timeout (the hosts file's ``timeout``, when shorter). ``engine`` is
+the default host's; ``hosts`` has every host's answer by name in the
+settings' order, ``hosts_answering`` how many answered; ``status`` is
+"degraded" when any host does not answer. ``/readyz`` is 503 only when *no*
+host answers: readiness says whether this Dockhand can serve, and one host
+down must not take the bot that serves the others out of rotation (it is
+said in the body and by ``dockhand_engine_up{host=…} == 0``, where an alert
+per host belongs). ``dockhand_engine_up`` has one series per host.
 
 The engine probe (``version``) is bounded: it waits at most
 :data:`PROBE_TIMEOUT` seconds, its answer is kept :data:`PROBE_TTL` seconds,
 and scrapers arriving meanwhile share one probe in flight, so no scraper can
-hammer the engine. The body never carries the engine's address or socket
+hammer an engine. The body never carries an engine's address or socket
 path (only the host's label), nor an error's text: ``error`` is one word.
 """
 
@@ -46,8 +52,9 @@ class EngineProbe:
     """Is the engine reachable, and which version: asked at most once per ``ttl``."""
 
     def __init__(self, engine, *, timeout: float = PROBE_TIMEOUT, ttl: float = PROBE_TTL,
-                 metrics: Metrics | None = None, clock=time.monotonic):
+                 metrics: Metrics | None = None, clock=time.monotonic, host: str = "default"):
         self.engine, self.timeout, self.ttl, self.metrics, self.clock = engine, timeout, ttl, metrics, clock
+        self.host = host  # the `host` label of dockhand_engine_up
         self._answer: dict[str, Any] | None = None
         self._at = float("-inf")
         self._inflight: asyncio.Future | None = None
@@ -75,7 +82,7 @@ class EngineProbe:
         except Exception:  # noqa: BLE001 - any other failure: not reachable, no text (it could name the address)
             answer = {"reachable": False, "error": "error"}
         if self.metrics is not None:
-            self.metrics.engine_up.set(1 if answer["reachable"] else 0)
+            self.metrics.engine_up.labels(self.host).set(1 if answer["reachable"] else 0)
         self._answer, self._at = answer, self.clock()
         return answer
 
@@ -95,6 +102,7 @@ class Status:
         if self.hosts:
             answers = await asyncio.gather(*(p.check() for p in self.hosts.values()))
             body["hosts"] = dict(zip(self.hosts, answers))
+            body["hosts_answering"] = sum(1 for a in answers if a["reachable"])
             body["status"] = "ok" if all(a["reachable"] for a in answers) else "degraded"
         return body
 
@@ -111,7 +119,8 @@ class Status:
         return _json(200 if self._ready(body) else 503, body)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        await self.probe.check()  # dockhand_engine_up is as fresh as the probe's cache
+        # dockhand_engine_up is as fresh as the probes' cache, for every host
+        await asyncio.gather(self.probe.check(), *(p.check() for p in (self.hosts or {}).values()))
         response = web.Response(body=self.metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response

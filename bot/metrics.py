@@ -81,8 +81,9 @@ class Metrics:
                                     "refused or closed, by reason.", ("reason",), registry=r)
         self.http_connections = Gauge("dockhand_http_connections", "Open connections to the HTTP front door.",
                                       registry=r)
-        self.engine_up = Gauge("dockhand_engine_up", "1 when the last health probe reached the engine, else 0.",
-                               registry=r)
+        self.engine_up = Gauge("dockhand_engine_up", "1 when the last health probe reached the host's engine, "
+                               "else 0; one series per host (many hosts: by name; one engine: its "
+                               "DOCKHAND_HOST_LABEL, else \"default\").", ("host",), registry=r)
         self.uptime = Gauge("dockhand_uptime_seconds", "Seconds since this Dockhand started.", registry=r)
         self.uptime.set_function(lambda: time.time() - self.started)
 

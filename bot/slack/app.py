@@ -151,15 +151,18 @@ FRONT_DOOR = web.AppKey("dockhand_front_door", FrontDoor)
 def status_of(runtime: SlackRuntime, mode: str) -> Status:
     """``/healthz``, ``/readyz``, ``/metrics`` for this app (``bot/health.py``)."""
     timeout = min(PROBE_TIMEOUT, runtime.settings.engine_timeout)
-    probe = EngineProbe(runtime.services.engine, metrics=runtime.metrics, timeout=timeout)
-    hosts = None
-    fleet = runtime.services.fleet
-    if fleet is not None:  # many hosts: each probed on its own; the default host's probe is shared
-        hosts = {name: probe if s is runtime.services else EngineProbe(s.engine, timeout=timeout)
-                 for name, s in fleet.targets.items()}
     # only the label: without one, the host is known by DOCKER_HOST, an address that is not shown here
-    return Status(probe, runtime.metrics, runtime.settings.host_label or runtime.services.host_label or None,
-                  mode=mode, hosts=hosts)
+    label = runtime.settings.host_label or runtime.services.host_label or None
+    fleet = runtime.services.fleet
+    if fleet is None:
+        probe = EngineProbe(runtime.services.engine, metrics=runtime.metrics, timeout=timeout,
+                            host=label or "default")
+        return Status(probe, runtime.metrics, label, mode=mode)
+    # many hosts: each probed on its own, within its own timeout when shorter; the default host's is shared
+    hosts = {name: EngineProbe(s.engine, metrics=runtime.metrics, timeout=min(timeout, fleet.timeout(name)),
+                               host=name)
+             for name, s in fleet.targets.items()}
+    return Status(hosts[fleet.default], runtime.metrics, label, mode=mode, hosts=hosts)
 
 
 def web_app(app: AsyncApp, runtime: SlackRuntime, *, drain: float = DRAIN_SECONDS) -> web.Application:

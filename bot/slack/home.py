@@ -1,4 +1,4 @@
-"""Slack's Home tab: the host at a glance, refreshed each time it is opened.
+"""Slack's Home tab: the hosts at a glance, refreshed each time it is opened.
 
 * ``app_home_opened`` (Events API; Bolt acks events itself): the person's
   Home tab is published again with ``views.publish``. Publishing goes through
@@ -7,15 +7,18 @@
   more every ``HOME_INTERVAL`` seconds (the newest drawing wins). The view is
   drawn when the tab is opened, before the budget is asked, so a token is
   spent when the call really leaves, as Slack counts it.
-* One reading of the engine serves everybody for :data:`SUMMARY_TTL`
-  seconds (``handlers.home.summary``: three engine calls, each bounded), so
-  fifty people opening the tab at once cost one reading.
-* Someone without a role sees why, not the host.
+* One reading serves everybody for :data:`SUMMARY_TTL` seconds
+  (``handlers.home.summary``: three engine calls per host, every host at once,
+  each bounded by that host's own timeout), so fifty people opening the tab at
+  once cost one reading, and a frozen host costs its timeout, not more.
+* Each person sees the hosts where they hold a role, by that host's own roles
+  (``handlers.home.for_actor``); someone with no role anywhere sees why.
 * Buttons: a command button runs its (read-only) command line as the person
   who clicked, through dispatch (which authorises it like the typed
   command), and shows the answer in a modal opened at once (a trigger_id is
-  good for 3 seconds) and filled when the answer is ready; "Pull an image…"
-  opens the pull form (``bot.slack.modals``); "Refresh" publishes again.
+  good for 3 seconds) and filled when the answer is ready; with many hosts,
+  each host's "Images on NAME" runs ``docker images -H NAME``; "Pull an
+  image…" opens the pull form (``bot.slack.modals``); "Refresh" publishes again.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from bot.render import text as text_render
 from handlers import access
 from handlers.argv import READ
 from handlers.context import Actor, Services
-from handlers.home import Home, summary
+from handlers.home import Home, for_actor, roles_of, summary
 
 from . import ratelimit
 from .runtime import SlackRuntime, body_key, command_kind
@@ -46,7 +49,7 @@ log = logging.getLogger("dockhand.slack")
 
 SUMMARY_TTL = 2.0  # seconds one reading of the engine serves every Home tab
 
-RUN_ACTIONS = re.compile("^" + re.escape(home_render.ACTION_HOME_RUN_PREFIX) + r"\d+$")
+RUN_ACTIONS = re.compile("^" + re.escape(home_render.ACTION_HOME_RUN_PREFIX) + r"(?:host)?\d+$")
 
 
 class HomeTab:
@@ -72,20 +75,25 @@ class HomeTab:
         return home
 
     def no_role(self, actor: Actor) -> str:
-        """Why ``actor`` may see nothing here ("" when they may): the policy's own words."""
-        policy = self.services.access()
-        if policy.role_of(actor) >= access.Role.VIEWER:
+        """Why ``actor`` may see nothing here ("" when they may see a host):
+        the default host's policy's own words. Many hosts: a role on any host
+        is enough to open the tab (each host's section is then its roles')."""
+        if any(role >= access.Role.VIEWER for role in roles_of(actor, self.services).values()):
             return ""
+        policy = self.services.access()
         anywhere = dataclasses.replace(policy, channels=frozenset())  # the Home tab is no channel
         denial = access.authorise(anywhere, actor, READ, "docker")
-        return f"{denial.message} {denial.hint}" if denial is not None else ""
+        if denial is None:
+            return ""
+        where = " on any host" if self.services.fleet is not None else ""
+        return f"{denial.message.rstrip('.')}{where}. {denial.hint}"
 
     async def view_for(self, user_id: str) -> dict:
         actor = await self.runtime.actor(user_id, "", "")
         refused = self.no_role(actor)
         if refused:
             return home_render.home_view(Home(hosts=()), no_role=refused)
-        return home_render.home_view(await self.home())
+        return home_render.home_view(for_actor(await self.home(), actor, self.services))
 
     async def refresh(self, user_id: str, client) -> asyncio.Future:
         """Draw ``user_id``'s Home tab now and publish it when the budget allows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from bot.render.home import home_view
 from handlers import home as home_mod
@@ -54,7 +55,7 @@ async def test_summary_counts_images_as_docker_images_lists_them():
     assert (host.host, host.engine_version, host.api_version) == ("prod-1", "20.10.24", "1.41")
     assert host.images == 3 and host.rows == 4  # a:1, a:2, b:1, <none>
     assert host.disk == DiskSummary(total=3, active=1, size=140, reclaimable=80)
-    assert host.audit[0][2] == "done" and host.problems == ()
+    assert home.audit[0][2] == "done" and host.problems == () and home.problems == ()
     assert s.engine_version == "20.10.24"
 
 
@@ -62,11 +63,13 @@ async def test_a_failing_or_slow_engine_leaves_the_rest_and_says_why(monkeypatch
     monkeypatch.setattr(home_mod, "CALL_TIMEOUT", 0.05)
     s = Services(engine=FakeEngine(fail=EngineUnreachable("Cannot connect to the Docker daemon at unix:///x")),
                  audit=Audit(delay=1))
-    host = (await home_mod.summary(s)).hosts[0]
+    home = await home_mod.summary(s)
+    host = home.hosts[0]
     assert host.images is None and not host.reachable
-    assert any("Cannot connect to the Docker daemon" in p for p in host.problems)
-    assert any(p.startswith("Audit log: the audit log did not answer within 0.05s") for p in host.problems)
-    view = home_view(Home(hosts=(host,)))
+    # the reads failing alike: said once
+    assert len(host.problems) == 1 and host.problems[0].startswith("Engine version, Images: Cannot connect")
+    assert [p for p in home.problems if p.startswith("Audit log: the audit log did not answer within 0.05 s")]
+    view = home_view(home)
     assert view_problems(view) == [] and "Cannot connect to the Docker daemon" in view_text(view)
 
 
@@ -95,13 +98,20 @@ def test_the_view_keeps_slacks_limits_with_hostile_text_and_many_hosts():
     pulls = tuple(PullInFlight("h", hostile, hostile, "linux/" + hostile, 3, 12.0, 1, 2) for _ in range(10))
     audit = tuple((str(i), "-", "done", hostile, hostile, hostile * 5, hostile * 5) for i in range(5))
     host = HostSummary(host=hostile, engine_version=hostile, api_version=hostile, os_arch=hostile, images=1, rows=1,
-                       disk=DiskSummary(1, 0, 10**12, 10**11), pulls=pulls, audit=audit, problems=(hostile,) * 3,
+                       disk=DiskSummary(1, 0, 10**12, 10**11), pulls=pulls, problems=(hostile,) * 3,
                        read_at=0)
-    view = home_view(Home(hosts=(host,) * 40))
+    view = home_view(Home(hosts=(host,), audit=audit))
     assert view_problems(view) == [] and len(view["blocks"]) <= 100
     text = view_text(view)
     assert "<!channel>" not in text and "<https://evil" not in text
-    assert "more hosts" not in text and "not all fit" in text
+    many = tuple(dataclasses.replace(host, host=f"h{i:03d}") for i in range(150))
+    view = home_view(Home(hosts=many, audit=audit, default="h000"))
+    assert view_problems(view) == [] and len(view["blocks"]) == 100
+    text = view_text(view)
+    assert "<!channel>" not in text and "<https://evil" not in text
+    shown = [b for b in view["blocks"] if "accessory" in b]
+    assert len(shown) < 150 and f"150 hosts: the first {len(shown)} (in the settings' order) fit" in text
+    assert f"not shown: h{len(shown):03d}, " in text and "h149." in text  # every other host named
 
 
 def test_someone_without_a_role_sees_only_why():

@@ -70,7 +70,7 @@ async def test_the_probe_is_bounded_and_says_nothing_of_the_address():
     metrics = Metrics()
     slow = EngineProbe(Engine(delay=5), timeout=0.2, metrics=metrics)
     assert await asyncio.wait_for(slow.check(), 1) == {"reachable": False, "error": "timeout"}
-    assert value(samples(metrics.render().decode()), "dockhand_engine_up") == 0
+    assert value(samples(metrics.render().decode()), "dockhand_engine_up", host="default") == 0
     down = EngineProbe(Engine(fail=EngineUnreachable("unix:///secret/path.sock", "No such file")))
     answer = await down.check()
     assert answer == {"reachable": False, "error": "unreachable"} and "secret" not in str(answer)
@@ -86,3 +86,20 @@ def test_front_door_and_status_settings():
         load_settings({"DOCKHAND_HTTP_READ_TIMEOUT": "0", "DOCKHAND_HTTP_MAX_CONNECTIONS": "many",
                        "DOCKHAND_STATUS_PORT": "99999"})
     assert len(info.value.problems) == 3
+
+
+async def test_a_scrape_probes_every_host_one_engine_up_series_each():
+    from bot.health import Status
+
+    metrics = Metrics()
+    probes = {"alpha": EngineProbe(Engine(), metrics=metrics, host="alpha"),
+              "bravo": EngineProbe(Engine(delay=5), metrics=metrics, host="bravo", timeout=0.2),
+              "charlie": EngineProbe(Engine(fail=EngineUnreachable("unix:///x", "gone")), metrics=metrics,
+                                     host="charlie")}
+    status = Status(probes["alpha"], metrics, "alpha", hosts=probes)
+    page = await asyncio.wait_for(status.metrics_page(None), 1)  # the frozen host costs its probe's bound
+    scrape = samples(page.body.decode())
+    assert [value(scrape, "dockhand_engine_up", host=h) for h in probes] == [1, 0, 0]
+    assert ("dockhand_engine_up", ()) not in scrape  # no unlabelled series
+    body = await status.body()
+    assert body["hosts_answering"] == 1 and list(body["hosts"]) == ["alpha", "bravo", "charlie"]

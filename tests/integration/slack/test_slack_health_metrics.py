@@ -83,7 +83,7 @@ async def test_healthz_and_metrics_scraped_while_commands_run(slack_app, engine_
     assert delta("dockhand_engine_call_seconds_count", call="image list", outcome="ok") >= 3
     assert delta("dockhand_engine_call_seconds_count", call="version", outcome="ok") >= 1
     assert delta("dockhand_slack_api_calls_total", method="response_url") == 5
-    assert value(after, "dockhand_engine_up") == 1
+    assert value(after, "dockhand_engine_up", host=LABEL) == 1  # one engine: its label
     assert value(after, "dockhand_pulls_in_flight") == 0
     assert value(after, "dockhand_http_connections") >= 1  # this scrape's own
     assert value(after, "dockhand_uptime_seconds") > 0
@@ -177,7 +177,7 @@ async def test_engine_down_replies_name_the_label_never_the_address(slack_app, e
     status, text = await h.get("/readyz")
     assert status == 503 and json.loads(text)["engine"]["reachable"] is False
     scrape_ = samples((await h.get("/metrics"))[1])
-    assert value(scrape_, "dockhand_engine_up") == 0
+    assert value(scrape_, "dockhand_engine_up", host=LABEL) == 0
     assert value(scrape_, "dockhand_commands_total", command="images", outcome="failed") == 1
     # the address is for the log (once a minute at most), not for people
     logged = [r.getMessage() for r in caplog.records if r.name == "dockhand.engine"]
