@@ -386,9 +386,20 @@ async def test_fleet_wide_removal_takes_one_confirmation_and_skips_the_host_that
         assert "The situation changed since this plan was shown" in bravo and "untag" in bravo.lower()
         assert "Skipped on bravo" in text
         assert done.operation.state == "done" and done.operation.decided_by == APPROVER
+        # bravo's new plan stays in the answer, in bravo's section, with a confirmation of its own
+        (again_q,) = done.confirmations
+        new = await services.store.get(again_q.op)
+        assert new.host == "bravo" and new.state == "pending" and "on bravo" in again_q.question
+        assert "Nothing is removed until the requester confirms" in bravo
+        assert done.meta["replanned"]["bravo"].operation.id == new.id
+        assert done.status is Status.OK  # every host acted as planned or asks its own question now
         records = services.audit.tail_sync(60)
         mine = [(r["event"], r["host"]) for r in records if ref in r["command"]]
-        assert ("done", "alpha") in mine and ("done", "charlie") in mine and ("changed", "bravo") in mine
+        assert ("done", "alpha") in mine and ("done", "charlie") in mine and ("superseded", "bravo") in mine
+        asked = next(r for r in records if r["op"] == new.id and r["event"] == "requested")
+        first = next(r for r in records if r["event"] == "superseded" and r["host"] == "bravo" and ref in r["command"])
+        assert asked["detail"]["replaces"] == first["op"]
+        assert done.operation.result["replanned"] == {"bravo": new.id}
         assert ("done", "all (alpha, bravo, charlie)") in mine and ("confirmed", "all (alpha, bravo, charlie)") in mine
         again = await operations.confirm(question.op, slack(APPROVER), services)  # a second click acts nowhere
         assert again.status is Status.FAILED and "already" in again.summary
@@ -437,6 +448,114 @@ async def test_slack_fleet_removal_one_plan_message_one_confirm_click(services, 
     finally:
         for host in ("bravo", "charlie"):
             fleet.docker(host, "rmi", "-f", ref, check=False)
+
+
+def inventory(f: Fleet, host: str) -> tuple[set[str], set[str]]:
+    """The engine's own word on what a host holds: image IDs, and references."""
+    ids, refs = set(), set()
+    for line in f.docker(host, "images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}").splitlines():
+        image_id, ref = line.split()
+        ids.add(image_id)
+        if ref != "<none>:<none>":
+            refs.add(ref)
+    return ids, refs
+
+
+def familiar(ref: str) -> str:
+    return ref.removeprefix("docker.io/").removeprefix("library/")
+
+
+def replaced_on(f: Fleet, host: str, ref: str) -> tuple[str, str]:
+    """Between plan and confirmation, ``ref`` moves on ``host`` to a new image
+    (a fresh import under the same name): the shown plan would delete the old
+    image, the new plan must delete the new one and leave the old one alone.
+    (old image ID, new image ID)."""
+    old = f.docker(host, "image", "inspect", "-f", "{{.Id}}", ref).strip()
+    f.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": f"{host} moved on".encode()}))
+    new = f.docker(host, "image", "inspect", "-f", "{{.Id}}", ref).strip()
+    assert old != new
+    return old, new
+
+
+def check_against_the_engine(before: tuple[set, set], after: tuple[set, set], planned: dict) -> None:
+    """The engine is the oracle: what left the host is exactly what the plan predicted."""
+    deleted, untagged = before[0] - after[0], {familiar(r) for r in before[1] - after[1]}
+    assert deleted == set(planned["deleted"]), (deleted, planned)
+    assert untagged == {familiar(r) for r in planned["untagged"]}, (untagged, planned)
+    assert after[0] <= before[0] and after[1] <= before[1]  # nothing else changed
+
+
+async def test_slack_fleet_removal_a_changed_host_gets_its_new_plan_with_its_own_buttons(
+        services, fleet, slack_app):
+    """`/rmi @all ref`, one Confirm; bravo's ref moved to another image in
+    between: alpha and charlie act, bravo is skipped and its new plan comes
+    as bravo's own pending operation, a message with its own Confirm/Cancel.
+    Clicks on it pass bravo's rules (only the requester, there), its claim;
+    the engine then shows exactly the new plan's removal."""
+    from tests.fakes.slack_api import buttons, message_problems
+    from tests.integration.slack.test_slack_removal import button, click, final_state, plan_message, thread
+
+    ref = f"dockhand-fleet/moved:{uuid.uuid4().hex[:8]}"
+    for host in ("alpha", "bravo", "charlie"):
+        fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
+    old = None
+    try:
+        h = await slack_app(services)
+        _, post = await plan_message(h, f"@all {ref}", user=ADMIN)
+        fleet_op = buttons(post.body)[0]["value"]
+        old, moved = replaced_on(fleet, "bravo", ref)
+        await click(h, post, "dockhand.confirm", APPROVER)
+        done = await final_state(h, post, "confirmed by")
+        assert message_problems(done.body) == []
+        assert not fleet.has("alpha", ref) and not fleet.has("charlie", ref)
+        assert fleet.has("bravo", ref) and fleet.has("bravo", old)  # nothing removed on bravo
+        assert "Skipped on bravo" in str(done.body["blocks"]) and not buttons(done.body)
+
+        # bravo's new plan: a message of its own, in the same channel, with its own buttons
+        (new_post,) = await h.fake.wait_for("api", "chat.postMessage",
+                                            where=lambda c: "asks to run" in c.text and "on `bravo`" in c.text)
+        assert message_problems(new_post.body) == [] and new_post.body["channel"] == post.body["channel"]
+        new_id = button(new_post, "dockhand.confirm")["value"]
+        assert button(new_post, "dockhand.cancel")["value"] == new_id != fleet_op
+        new = await services.store.get(new_id)
+        assert (new.host, new.state, new.requester, new.kind) == ("bravo", "pending", ADMIN, "rmi")
+        planned = {"deleted": [d for i in new.plan["items"] for d in i["deleted"]],
+                   "untagged": [u for i in new.plan["items"] for u in i["untagged"]]}
+        assert planned["deleted"] == [moved]  # the new plan: the image ref names now, not the one first shown
+        assert moved[7:19] in new_post.text and old[7:19] not in new_post.text
+        assert "Waiting for <@UADMIN> to confirm" in new_post.text  # bravo needs no approver: the requester
+
+        # bravo's own rules decide: the fleet's confirmer is not this plan's requester
+        refused = await click(h, new_post, "dockhand.confirm", APPROVER)
+        assert "Only the person who asked for this removal may confirm it" in (await h.reply(refused)).text
+        assert fleet.has("bravo", ref)
+        before = inventory(fleet, "bravo")
+        await click(h, new_post, "dockhand.confirm", ADMIN)
+        finished = await final_state(h, new_post, "done")
+        assert "confirmed by <@UADMIN>: done, 1 image(s) deleted" in finished.text and not buttons(finished.body)
+        check_against_the_engine(before, inventory(fleet, "bravo"), planned)
+        assert fleet.has("bravo", old) and not fleet.has("bravo", moved)
+        record = (await thread(h, new_post))[-1].text
+        assert moved[7:19] in record and "confirmed by <@UADMIN>" in record
+        late = await click(h, new_post, "dockhand.confirm", ADMIN)  # a second click acts nowhere
+        assert "already" in (await h.reply(late)).text
+
+        # the audit trail: the first plan superseded, the new one requested (naming it), denied, confirmed, done
+        records = [r for r in services.audit.tail_sync(80) if ref in r["command"]]
+        first = next(r for r in records if r["event"] == "superseded")
+        assert first["host"] == "bravo" and first["actor"] == APPROVER
+        steps = [(r["event"], r["actor"]) for r in records if r["op"] == new_id]
+        assert steps == [("requested", ADMIN), ("denied", APPROVER), ("confirmed", ADMIN), ("running", ADMIN),
+                         ("done", ADMIN)], steps
+        assert next(r for r in records if r["op"] == new_id)["detail"]["replaces"] == first["op"]
+        fleet_done = next(r for r in records if r["op"] == fleet_op and r["event"] == "done")
+        assert fleet_done["detail"]["hosts"] == {"alpha": "done", "bravo": "changed", "charlie": "done"}
+        assert fleet_done["detail"]["replanned"] == {"bravo": new_id}
+    finally:
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, check=False)
+        if old:
+            fleet.docker("bravo", "rmi", "-f", old, check=False)
 
 
 async def test_slack_sends_the_answers_so_far_while_a_frozen_host_is_awaited(services, fleet, slack_app):
