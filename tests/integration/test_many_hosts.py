@@ -31,7 +31,7 @@ from handlers.context import Actor
 from bot.render.text import render
 from handlers.replies import HostHeading, Status
 from tests.integration import remote_engines as R
-from tests.integration.shell_helpers import dockhand, dockhand_env
+from tests.integration.shell_helpers import DOCKHAND, dockhand, dockhand_env
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make certificates")
 
@@ -605,3 +605,59 @@ def test_shell_removes_on_a_group_with_one_yes(stack, fleet, tmp_path):
     finally:
         for host in ("alpha", "bravo", "charlie"):
             fleet.docker(host, "rmi", "-f", ref, check=False)
+
+
+def _planned_for(records: list[dict], host: str, ref: str) -> tuple[str, dict]:
+    """The new plan a superseded one was replaced by, as its audit record predicts it: (its id, the plan)."""
+    asked = next(r for r in records if r["event"] == "requested" and r["host"] == host and ref in r["command"]
+                 and r["detail"].get("replaces"))
+    return asked["op"], asked["detail"]["plan"]
+
+
+def test_shell_asks_again_for_the_host_whose_plan_changed(stack, fleet, tmp_path):
+    """`dockhand shell -c 'rmi @all ref'` on a terminal: one y/N for the three
+    hosts; bravo's ref moves to another image before the answer, so bravo is
+    skipped and its new plan is printed and asked about on its own; `y`
+    removes on bravo exactly what the new plan said, as the engine shows."""
+    import pty
+    from bot.audit_log import AuditLog
+    from tests.integration.test_shell_tty import _read_until
+
+    ref = f"dockhand-fleet/tty:{uuid.uuid4().hex[:8]}"
+    for host in ("alpha", "bravo", "charlie"):
+        fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
+    old = None
+    env = env_for(stack, fleet, tmp_path, TERM="dumb")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([DOCKHAND, "shell", "-c", f"rmi @all {ref}"], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, cwd=str(tmp_path), close_fds=True)
+    os.close(slave)
+    try:
+        first = _read_until(master, b"[y/N] ", timeout=60).decode(errors="replace")
+        assert "Run as planned on 3 host(s): alpha, bravo, charlie?" in first, first
+        old, moved = replaced_on(fleet, "bravo", ref)
+        before = inventory(fleet, "bravo")
+        os.write(master, b"y\r")
+        second = _read_until(master, b"[y/N] ", timeout=60).decode(errors="replace")
+        assert "Skipped on bravo" in second and "Remove as planned on bravo?" in second, second
+        assert moved[7:19] in second.split("=== bravo")[1]  # the new plan, shown before its question
+        assert not fleet.has("alpha", ref) and not fleet.has("charlie", ref) and fleet.has("bravo", ref)
+        os.write(master, b"y\r")
+        rest = _read_until(master, b"freed", timeout=60).decode(errors="replace")
+        assert proc.wait(timeout=60) == 0, rest
+        after = inventory(fleet, "bravo")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, check=False)
+        if old:
+            fleet.docker("bravo", "rmi", "-f", old, check=False)
+    assert "Untagged: " in rest and f"Deleted: {moved}" in rest, rest
+    records = AuditLog(tmp_path / "state" / "audit.jsonl").tail_sync(60)
+    new_id, planned = _planned_for(records, "bravo", ref)
+    assert planned["deleted"] == [moved]  # the new plan: the image ref names now, not the one first shown
+    check_against_the_engine(before, after, planned)
+    assert old in after[0]
+    assert [r["event"] for r in records if r["op"] == new_id] == ["requested", "confirmed", "running", "done"]
