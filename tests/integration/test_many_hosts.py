@@ -661,3 +661,71 @@ def test_shell_asks_again_for_the_host_whose_plan_changed(stack, fleet, tmp_path
     check_against_the_engine(before, after, planned)
     assert old in after[0]
     assert [r["event"] for r in records if r["op"] == new_id] == ["requested", "confirmed", "running", "done"]
+
+
+async def test_shell_yes_confirms_the_changed_hosts_new_plan_and_n_cancels_it(services, fleet):
+    """The shell's way of settling (``bot.shell.answer``) on the real engines:
+    ``--yes`` confirms every plan the command makes, the changed host's new
+    plan too (each printed before it runs); at a prompt, `y` to the fleet and
+    `n` to the new plan cancels that one alone, on the record as such."""
+    import io
+
+    from bot.shell import answer, shell_actor
+
+    me = shell_actor()
+    ref = f"dockhand-fleet/yes:{uuid.uuid4().hex[:8]}"
+    olds = []
+    for host in ("alpha", "bravo", "charlie"):
+        fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
+    shown: list = []
+
+    async def show(reply):
+        shown.append(reply)
+
+    try:
+        reply = await dispatch(f"rmi @all {ref}", me, services)
+        old, moved = replaced_on(fleet, "bravo", ref)
+        olds.append(old)
+        before = inventory(fleet, "bravo")
+        out = io.StringIO()
+        status = await answer(reply, me, services, yes=True, can_ask=False, show=show, out=out)
+        assert status is Status.OK, [render(r) for r in shown]
+        assert out.getvalue().splitlines() == ["Confirmed by --yes: Run as planned on 3 host(s): alpha, bravo, charlie?",
+                                               "Confirmed by --yes: Remove as planned on bravo?"]
+        assert [r.operation.kind for r in shown] == ["fleet", "rmi"] and shown[1].operation.state == "done"
+        assert "Skipped on bravo" in render(shown[0])
+        records = services.audit.tail_sync(80)
+        new_id, planned = _planned_for(records, "bravo", ref)
+        assert shown[1].operation.id == new_id and planned["deleted"] == [moved]
+        first_new = new_id
+        check_against_the_engine(before, inventory(fleet, "bravo"), planned)
+        assert not any(fleet.has(h, ref) for h in ("alpha", "bravo", "charlie"))
+
+        # again, answered at a prompt: y for the three hosts, n for bravo's new plan
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": f"{host} again".encode()}))
+        shown.clear()
+        reply = await dispatch(f"rmi @all {ref}", me, services)
+        old, moved = replaced_on(fleet, "bravo", ref)
+        olds.append(old)
+        before = inventory(fleet, "bravo")
+        out = io.StringIO()
+        status = await answer(reply, me, services, yes=False, can_ask=True, show=show, out=out,
+                              stdin=io.StringIO("y\nn\n"))
+        assert status is Status.OK  # a plan declined is no failure, as for any plan
+        assert out.getvalue().count("[y/N]") == 2 and "Remove as planned on bravo?" in out.getvalue()
+        assert inventory(fleet, "bravo") == before  # nothing removed on bravo
+        assert not fleet.has("alpha", ref) and not fleet.has("charlie", ref)
+        records = services.audit.tail_sync(120)
+        mine = [r for r in records if r["command"] == reply.command][::-1]  # this round's records first
+        new_id = next(r["op"] for r in mine if r["event"] == "requested" and r["detail"].get("replaces"))
+        assert shown[1].operation.id == new_id != first_new and shown[1].operation.state == "cancelled"
+        assert [r["event"] for r in records if r["op"] == new_id] == ["requested", "cancelled"]
+        assert (await services.store.get(new_id)).state == "cancelled"
+        superseded = next(r for r in mine if r["event"] == "superseded")
+        assert (await services.store.get(superseded["op"])).state == "superseded"
+    finally:
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, check=False)
+        for old in olds:
+            fleet.docker("bravo", "rmi", "-f", old, check=False)
