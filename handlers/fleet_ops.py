@@ -174,8 +174,8 @@ async def confirm(parent: Operation, actor: Actor, services: Services) -> Reply:
         text = (f"Skipped on {', '.join(changed)}: the plan changed since it was shown, so nothing was removed "
                 "there.")
         if asked:
-            text += (f" The new plan for {', '.join(asked)} is shown above with a confirmation of its own "
-                     "(nothing more is removed there until it is confirmed).")
+            text += (f" The new plan for {', '.join(asked)} waits for a confirmation of its own: nothing more is "
+                     "removed there until it is confirmed.")
         parts.append(Notice(text))
     failed = any(s not in ("done", "changed") for s in results.values())  # a skipped host is no failure
     record = {"hosts": results, "deleted": [""] * deleted, "freed": freed}

@@ -487,10 +487,11 @@ def check_against_the_engine(before: tuple[set, set], after: tuple[set, set], pl
 
 async def test_slack_fleet_removal_a_changed_host_gets_its_new_plan_with_its_own_buttons(
         services, fleet, slack_app):
-    """`/rmi @all ref`, one Confirm; bravo's ref moved to another image in
-    between: alpha and charlie act, bravo is skipped and its new plan comes
-    as bravo's own pending operation, a message with its own Confirm/Cancel.
-    Clicks on it pass bravo's rules (only the requester, there), its claim;
+    """`/rmi @all ref`, one Confirm; on bravo and charlie ref moved to another
+    image in between: alpha acts, bravo and charlie are skipped and each new
+    plan comes as that host's own pending operation, a message with its own
+    Confirm/Cancel. Clicks on it pass that host's rules (bravo: only the
+    requester; charlie: an approver other than the requester) and one claim;
     the engine then shows exactly the new plan's removal."""
     from tests.fakes.slack_api import buttons, message_problems
     from tests.integration.slack.test_slack_removal import button, click, final_state, plan_message, thread
@@ -498,64 +499,76 @@ async def test_slack_fleet_removal_a_changed_host_gets_its_new_plan_with_its_own
     ref = f"dockhand-fleet/moved:{uuid.uuid4().hex[:8]}"
     for host in ("alpha", "bravo", "charlie"):
         fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
-    old = None
+    olds: dict[str, str] = {}
     try:
         h = await slack_app(services)
         _, post = await plan_message(h, f"@all {ref}", user=ADMIN)
         fleet_op = buttons(post.body)[0]["value"]
-        old, moved = replaced_on(fleet, "bravo", ref)
+        moved = {}
+        for host in ("bravo", "charlie"):
+            olds[host], moved[host] = replaced_on(fleet, host, ref)
         await click(h, post, "dockhand.confirm", APPROVER)
         done = await final_state(h, post, "confirmed by")
         assert message_problems(done.body) == []
-        assert not fleet.has("alpha", ref) and not fleet.has("charlie", ref)
-        assert fleet.has("bravo", ref) and fleet.has("bravo", old)  # nothing removed on bravo
-        assert "Skipped on bravo" in str(done.body["blocks"]) and not buttons(done.body)
+        assert "done, 1 image(s) deleted" in done.text and not fleet.has("alpha", ref)
+        for host in ("bravo", "charlie"):  # nothing removed where the plan changed
+            assert fleet.has(host, ref) and fleet.has(host, olds[host])
+        assert "Skipped on bravo, charlie" in str(done.body["blocks"]) and not buttons(done.body)
 
-        # bravo's new plan: a message of its own, in the same channel, with its own buttons
-        (new_post,) = await h.fake.wait_for("api", "chat.postMessage",
-                                            where=lambda c: "asks to run" in c.text and "on `bravo`" in c.text)
-        assert message_problems(new_post.body) == [] and new_post.body["channel"] == post.body["channel"]
-        new_id = button(new_post, "dockhand.confirm")["value"]
-        assert button(new_post, "dockhand.cancel")["value"] == new_id != fleet_op
-        new = await services.store.get(new_id)
-        assert (new.host, new.state, new.requester, new.kind) == ("bravo", "pending", ADMIN, "rmi")
-        planned = {"deleted": [d for i in new.plan["items"] for d in i["deleted"]],
-                   "untagged": [u for i in new.plan["items"] for u in i["untagged"]]}
-        assert planned["deleted"] == [moved]  # the new plan: the image ref names now, not the one first shown
-        assert moved[7:19] in new_post.text and old[7:19] not in new_post.text
-        assert "Waiting for <@UADMIN> to confirm" in new_post.text  # bravo needs no approver: the requester
+        # each changed host's new plan: a message of its own, in the same channel, with its own buttons
+        new_posts, new_ops, planned = {}, {}, {}
+        for host in ("bravo", "charlie"):
+            (new_posts[host],) = await h.fake.wait_for(
+                "api", "chat.postMessage", where=lambda c, host=host: "asks to run" in c.text and f"on `{host}`" in c.text)
+            new_post = new_posts[host]
+            assert message_problems(new_post.body) == [] and new_post.body["channel"] == post.body["channel"]
+            new_id = button(new_post, "dockhand.confirm")["value"]
+            assert button(new_post, "dockhand.cancel")["value"] == new_id != fleet_op
+            new = new_ops[host] = await services.store.get(new_id)
+            assert (new.host, new.state, new.requester, new.kind) == (host, "pending", ADMIN, "rmi")
+            planned[host] = {"deleted": [d for i in new.plan["items"] for d in i["deleted"]],
+                             "untagged": [u for i in new.plan["items"] for u in i["untagged"]]}
+            # the new plan: the image ref names now, not the one first shown
+            assert planned[host]["deleted"] == [moved[host]]
+            assert moved[host][7:19] in new_post.text and olds[host][7:19] not in new_post.text
+        assert "Waiting for <@UADMIN> to confirm" in new_posts["bravo"].text  # bravo: no approvers, the requester
+        assert "Waiting for an approver other than the requester" in new_posts["charlie"].text
 
-        # bravo's own rules decide: the fleet's confirmer is not this plan's requester
-        refused = await click(h, new_post, "dockhand.confirm", APPROVER)
+        # each host's own rules decide, on its own message
+        refused = await click(h, new_posts["bravo"], "dockhand.confirm", APPROVER)
         assert "Only the person who asked for this removal may confirm it" in (await h.reply(refused)).text
-        assert fleet.has("bravo", ref)
-        before = inventory(fleet, "bravo")
-        await click(h, new_post, "dockhand.confirm", ADMIN)
-        finished = await final_state(h, new_post, "done")
-        assert "confirmed by <@UADMIN>: done, 1 image(s) deleted" in finished.text and not buttons(finished.body)
-        check_against_the_engine(before, inventory(fleet, "bravo"), planned)
-        assert fleet.has("bravo", old) and not fleet.has("bravo", moved)
-        record = (await thread(h, new_post))[-1].text
-        assert moved[7:19] in record and "confirmed by <@UADMIN>" in record
-        late = await click(h, new_post, "dockhand.confirm", ADMIN)  # a second click acts nowhere
+        refused = await click(h, new_posts["charlie"], "dockhand.confirm", ADMIN)
+        assert "two-person rule" in (await h.reply(refused)).text
+        assert fleet.has("bravo", ref) and fleet.has("charlie", ref)
+        for host, who in (("bravo", ADMIN), ("charlie", APPROVER)):
+            before = inventory(fleet, host)
+            await click(h, new_posts[host], "dockhand.confirm", who)
+            finished = await final_state(h, new_posts[host], "done")
+            assert f"confirmed by <@{who}>: done, 1 image(s) deleted" in finished.text and not buttons(finished.body)
+            check_against_the_engine(before, inventory(fleet, host), planned[host])
+            assert fleet.has(host, olds[host]) and not fleet.has(host, moved[host])
+            record = (await thread(h, new_posts[host]))[-1].text
+            assert moved[host][7:19] in record and f"confirmed by <@{who}>" in record
+        late = await click(h, new_posts["bravo"], "dockhand.confirm", ADMIN)  # a second click acts nowhere
         assert "already" in (await h.reply(late)).text
 
-        # the audit trail: the first plan superseded, the new one requested (naming it), denied, confirmed, done
-        records = [r for r in services.audit.tail_sync(80) if ref in r["command"]]
-        first = next(r for r in records if r["event"] == "superseded")
-        assert first["host"] == "bravo" and first["actor"] == APPROVER
-        steps = [(r["event"], r["actor"]) for r in records if r["op"] == new_id]
-        assert steps == [("requested", ADMIN), ("denied", APPROVER), ("confirmed", ADMIN), ("running", ADMIN),
-                         ("done", ADMIN)], steps
-        assert next(r for r in records if r["op"] == new_id)["detail"]["replaces"] == first["op"]
+        # the audit trail: each first plan superseded, each new one requested (naming it), denied, confirmed, done
+        records = [r for r in services.audit.tail_sync(120) if ref in r["command"]]
+        for host, denied, who in (("bravo", APPROVER, ADMIN), ("charlie", ADMIN, APPROVER)):
+            first = next(r for r in records if r["event"] == "superseded" and r["host"] == host)
+            assert first["actor"] == APPROVER  # who confirmed the fleet
+            steps = [(r["event"], r["actor"]) for r in records if r["op"] == new_ops[host].id]
+            assert steps == [("requested", ADMIN), ("denied", denied), ("confirmed", who), ("running", who),
+                             ("done", who)], steps
+            assert next(r for r in records if r["op"] == new_ops[host].id)["detail"]["replaces"] == first["op"]
         fleet_done = next(r for r in records if r["op"] == fleet_op and r["event"] == "done")
-        assert fleet_done["detail"]["hosts"] == {"alpha": "done", "bravo": "changed", "charlie": "done"}
-        assert fleet_done["detail"]["replanned"] == {"bravo": new_id}
+        assert fleet_done["detail"]["hosts"] == {"alpha": "done", "bravo": "changed", "charlie": "changed"}
+        assert fleet_done["detail"]["replanned"] == {h: op.id for h, op in new_ops.items()}
     finally:
         for host in ("alpha", "bravo", "charlie"):
             fleet.docker(host, "rmi", "-f", ref, check=False)
-        if old:
-            fleet.docker("bravo", "rmi", "-f", old, check=False)
+        for host, old in olds.items():
+            fleet.docker(host, "rmi", "-f", old, check=False)
 
 
 async def test_slack_sends_the_answers_so_far_while_a_frozen_host_is_awaited(services, fleet, slack_app):
