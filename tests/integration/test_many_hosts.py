@@ -514,6 +514,8 @@ async def test_slack_fleet_removal_a_changed_host_gets_its_new_plan_with_its_own
         for host in ("bravo", "charlie"):  # nothing removed where the plan changed
             assert fleet.has(host, ref) and fleet.has(host, olds[host])
         assert "Skipped on bravo, charlie" in str(done.body["blocks"]) and not buttons(done.body)
+        fleet_record = (await thread(h, post))[-1].text
+        assert "alpha: done, bravo: changed, charlie: changed" in fleet_record and "new plans" in fleet_record
 
         # each changed host's new plan: a message of its own, in the same channel, with its own buttons
         new_posts, new_ops, planned = {}, {}, {}
