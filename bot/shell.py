@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from bot.render.text import context_note, render, render_progress, safe
 from handlers import engine_identity, operations
@@ -19,7 +20,7 @@ from handlers.dispatch import dispatch
 from handlers.context import Actor, Services
 from handlers.dispatch import with_operation_context
 from handlers.errors import EngineError
-from handlers.replies import ErrorPart, HostHeading, Progress, Reply, Status
+from handlers.replies import ErrorPart, HostHeading, Progress, Reply, Status, error_reply
 
 BANNER = "Dockhand shell on {host}. Type 'help' for commands, 'exit' to leave. Leading '/' and 'docker' are optional."
 HISTORY = Path(os.environ.get("DOCKHAND_HISTORY", Path.home() / ".dockhand_history"))
@@ -44,34 +45,65 @@ def _ask(question: str, expires_at: float, stdin, out) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-async def answer(reply: Reply, actor: Actor, services: Services, *, yes: bool, can_ask: bool,
-                 stdin=None, out=None, err=None) -> Reply | None:
-    """Settle the confirmation ``reply`` asks for, the terminal's way.
+MAX_FOLLOW_UPS = 5  # new plans asked about after the first answer (a host whose plan keeps changing)
 
-    ``yes``: confirmed in advance (``dockhand shell --yes``). Otherwise ask
-    y/N when there is a terminal to ask on; without one, cancel and say how
-    to confirm. Returns the final reply (None when no question was asked)."""
-    question = reply.confirmation
-    if question is None:
+
+async def answer(reply: Reply, actor: Actor, services: Services, *, yes: bool, can_ask: bool,
+                 show: Callable[[Reply], Awaitable[None]], stdin=None, out=None) -> Status | None:
+    """Settle every confirmation ``reply`` asks for, the terminal's way, then
+    every one its answers ask for: a plan whose host changed before it ran
+    comes back as a new plan with a confirmation of its own (over several
+    hosts, one for each host that changed: ``Reply.confirmations``), and is
+    settled the same way, each through ``operations.confirm``/``cancel`` on
+    its own operation.
+
+    ``yes``: confirmed in advance (``dockhand shell --yes``): every plan this
+    command makes, the new ones too, each printed before it runs. Otherwise
+    y/N for each when there is a terminal to ask on; without one, cancel and
+    say how to confirm. ``show`` prints each answer as it comes (a new plan
+    before its question). Returns the worst status of the answers (None when
+    nothing was asked)."""
+    questions = list(reply.confirmations)
+    if not questions:
         return None
-    out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
-    if yes:
-        print("Confirmed by --yes.", file=out, flush=True)
-        return await operations.confirm(question.op, actor, services)
-    if not can_ask:
-        cancelled = await operations.cancel(question.op, actor, services)
-        return Reply(reply.command, (ErrorPart(
+    out, stdin = out or sys.stdout, stdin or sys.stdin
+    if not yes and not can_ask:
+        cancelled = [await operations.cancel(q.op, actor, services) for q in questions]
+        await show(Reply(reply.command, (ErrorPart(
             "Not confirmed: there is no terminal to ask on, so nothing was removed.",
             "Review the plan above, then run it again with `dockhand shell --yes -c '...'` to confirm."),),
             status=Status.FAILED, summary="not confirmed",
-            operation=cancelled.operation)  # its host names the reply (many hosts: not the default one)
-    if _ask(question.question, question.expires_at, stdin, out):
-        return await operations.confirm(question.op, actor, services)
-    return await operations.cancel(question.op, actor, services)
+            operation=cancelled[0].operation))  # its host names the reply (many hosts: not the default one)
+        return Status.FAILED
+    worst = Status.OK
+    follow_ups = 0
+    while questions:
+        question = questions.pop(0)
+        if yes:
+            print(f"Confirmed by --yes: {question.question}", file=out, flush=True)
+            final = await operations.confirm(question.op, actor, services)
+        elif _ask(question.question, question.expires_at, stdin, out):
+            final = await operations.confirm(question.op, actor, services)
+        else:
+            final = await operations.cancel(question.op, actor, services)
+        await show(final)
+        worst = max(worst, final.status)
+        new = list(final.confirmations)
+        if new and follow_ups + len(new) > MAX_FOLLOW_UPS:
+            for q in new:  # a host that changes under every plan: stop asking, leave nothing pending
+                await operations.cancel(q.op, actor, services)
+            await show(error_reply(final.command, "The plan kept changing before it could run, so Dockhand stopped "
+                                   "asking: the last plan is cancelled and nothing more was removed.",
+                                   "Find what keeps changing the host (`docker images`, `docker ps -a`), "
+                                   "then run the command again."))
+            return Status.FAILED
+        follow_ups += len(new)
+        questions = new + questions  # a new plan is asked about right after the answer that shows it
+    return worst
 
 
 async def run_once(services: Services, line: str, out=None, err=None, *, yes: bool = False) -> int:
-    """``dockhand shell [--yes] -c LINE``: print the reply, return the exit status."""
+    """``dockhand shell [--yes] -c LINE``: print the reply, settle what it asks, return the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
     actor = shell_actor()
@@ -79,13 +111,13 @@ async def run_once(services: Services, line: str, out=None, err=None, *, yes: bo
     await operations.recover(services)
     reply = await dispatch(line, actor, services)
     _print(reply, out, err)
-    final = await answer(reply, actor, services, yes=yes, can_ask=sys.stdin.isatty() and out.isatty(),
-                         out=out, err=err)
-    if final is not None:
-        final = await with_operation_context(final, services)
-        _print(final, out, err)
-        reply = final
-    return int(reply.status)
+
+    async def show(final: Reply) -> None:
+        _print(await with_operation_context(final, services), out, err)
+
+    settled = await answer(reply, actor, services, yes=yes, can_ask=sys.stdin.isatty() and out.isatty(),
+                           show=show, out=out)
+    return int(reply.status if settled is None else settled)
 
 
 def _streams(reply: Reply) -> list[Reply]:
@@ -172,15 +204,17 @@ def interactive(services: Services, *, yes: bool = False) -> int:
                     print("Interrupted.", file=sys.stderr)
                     continue
                 _print(reply, sys.stdout, sys.stderr)
+
+                async def show(final: Reply) -> None:
+                    _print(await with_operation_context(final, services), sys.stdout, sys.stderr)
+
                 try:
-                    final = runner.run(answer(reply, actor, services, yes=yes, can_ask=sys.stdin.isatty()))
+                    settled = runner.run(answer(reply, actor, services, yes=yes, can_ask=sys.stdin.isatty(),
+                                                show=show))
                 except KeyboardInterrupt:
                     print("Interrupted.", file=sys.stderr)
                     continue
-                if final is not None:
-                    reply = runner.run(with_operation_context(final, services))
-                    _print(reply, sys.stdout, sys.stderr)
-                status = int(reply.status)
+                status = int(reply.status if settled is None else settled)
         finally:
             if readline is not None:
                 try:

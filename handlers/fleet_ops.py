@@ -15,6 +15,15 @@ unchanged plan. A host whose plan changed is skipped with its new plan
 shown; the others go ahead. Each host's result is reported in its own
 section and audited on its own; the fleet operation records them all.
 
+A skipped host's first plan is superseded (audited so); its new plan is a
+new pending operation of that host, and the answer keeps it in that host's
+section with its own :class:`~handlers.replies.Confirmation` (a reply may
+ask several: ``Reply.confirmations``), also in ``meta["replanned"]`` (host
+-> that host's own reply) for a front end that shows each pending
+operation on its own, as Slack does. Confirming it is an ordinary
+single-host confirmation: that host's role and two-person rule, its own
+expiry, one claim.
+
 Writes that need no confirmation (``pull @web nginx:1.27``) run on every
 host at once, each an audited operation of its own host.
 """
@@ -136,35 +145,53 @@ async def confirm(parent: Operation, actor: Actor, services: Services) -> Reply:
     # no fan-out timeout here: each host's removal is bounded by its engine's own timeouts
     combined = await fanout.run(parent.command, parent.host.split(" (")[0], names, services.fleet, run_one,
                                 keep_confirmations=True, timeout=False)
-    results, parts = {}, []
+    results: dict[str, str] = {}
+    replanned: dict[str, Reply] = {}  # a changed host -> its answer: the new plan, a pending operation there
+    settled = True  # every host either acted as planned or asks its own question now
     deleted, freed = 0, 0
-    for part in combined.parts:
-        if isinstance(part, Confirmation):
-            continue  # a host's new plan: shown, confirmed on its own
-        parts.append(part)
     for name, reply in combined.meta["replies"].items():
         op = reply.operation
         superseded = reply.meta.get("superseded")
         state = "changed" if superseded is not None else (op.state if op is not None else "failed")
         results[name] = state
+        if state == "changed":
+            settled = settled and reply.ok
+            if reply.confirmation is not None and op is not None and op.state == "pending":
+                replanned[name] = reply
+        else:
+            settled = settled and state == "done"
         if op is not None and state == "done":
             deleted += len((op.result or {}).get("deleted") or ())
             freed += int((op.result or {}).get("freed") or 0)
+    # A changed host's section keeps its new plan and that plan's own Confirmation
+    # (Reply.confirmations): a front end settles it as it settles any plan, through
+    # operations.confirm/cancel on that host's new operation, so the host's own
+    # rules, its expiry and one claim apply to it as to every confirmation.
+    parts = list(combined.parts)
     changed = [n for n, s in results.items() if s == "changed"]
     if changed:
-        parts.append(Notice(f"Skipped on {', '.join(changed)}: the plan changed since it was shown, so nothing "
-                            "was removed there; the new plan is shown above. Run the command on that host "
-                            f"(`-H {changed[0]}`) to confirm it."))
-    ok = all(s == "done" for s in results.values())
+        asked = [n for n in changed if n in replanned]
+        text = (f"Skipped on {', '.join(changed)}: the plan changed since it was shown, so nothing was removed "
+                "there.")
+        if asked:
+            text += (f" The new plan for {', '.join(asked)} waits for a confirmation of its own: nothing more is "
+                     "removed there until it is confirmed.")
+        parts.append(Notice(text))
     failed = any(s not in ("done", "changed") for s in results.values())  # a skipped host is no failure
+    record = {"hosts": results, "deleted": [""] * deleted, "freed": freed}
+    if replanned:
+        record["replanned"] = {n: r.operation.id for n, r in replanned.items()}
     final = await store.transition(parent.id, ["running"], "failed" if failed else "done", now=services.clock(),
-                                   result={"hosts": results, "deleted": [""] * deleted, "freed": freed})
+                                   result=record)
     final = final or claimed
-    await audit(services, final.state, final, actor, hosts=results)
+    await audit(services, final.state, final, actor, hosts=results,
+                **({"replanned": record["replanned"]} if replanned else {}))
     summary = ", ".join(f"{n}: {s}" for n, s in results.items())
-    return dataclasses.replace(combined, parts=tuple(parts), status=Status.OK if ok else Status.FAILED,
-                               summary=summary, operation=final,
-                               meta={k: v for k, v in combined.meta.items() if k != "replies"} | {"hosts": results})
+    meta = {k: v for k, v in combined.meta.items() if k != "replies"} | {"hosts": results}
+    if replanned:
+        meta["replanned"] = replanned
+    return dataclasses.replace(combined, parts=tuple(parts), status=Status.OK if settled else Status.FAILED,
+                               summary=summary, operation=final, meta=meta)
 
 
 async def cancel(parent: Operation, actor: Actor, services: Services) -> Reply:

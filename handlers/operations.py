@@ -125,7 +125,7 @@ def _who_confirms(op: Operation) -> str:
     return "the requester" if op.via != "shell" else "you"
 
 
-async def _request_tags(call: Call, plan: TagsPlan) -> Reply:
+async def _request_tags(call: Call, plan: TagsPlan, replaces: str = "") -> Reply:
     """``pull -a``: the tags it will pull, then a confirmation (no two-person
     rule: that is for removals)."""
     services = call.services
@@ -133,7 +133,7 @@ async def _request_tags(call: Call, plan: TagsPlan) -> Reply:
     op = _operation(call, plan.kind, fingerprint=plan.fingerprint(), plan=plan.to_json(),
                     expires_at=services.clock() + services.confirm_ttl)
     await store.add(op)
-    await audit(services, "requested", op, call.actor, plan=plan.to_json())
+    await audit(services, "requested", op, call.actor, plan=plan.to_json(), **_replacing(replaces))
     parts = (Table(("TAG",), tuple((t,) for t in plan.tags)), Notice(plan.headline()),
              Confirmation(op.id, f"Pull these {len(plan.tags)} tags on {op.host}?", op.expires_at, _who_confirms(op),
                           verb="Pull"))
@@ -164,10 +164,17 @@ def _is_tags(plan: Plan | TagsPlan) -> bool:
     return isinstance(plan, TagsPlan)
 
 
-async def request(call: Call, plan: Plan | TagsPlan) -> Reply:
-    """Store the plan as a pending operation and ask for a confirmation."""
+def _replacing(replaces: str) -> dict:
+    """The audit detail of a plan made because an earlier one was superseded."""
+    return {"replaces": replaces} if replaces else {}
+
+
+async def request(call: Call, plan: Plan | TagsPlan, *, replaces: str = "") -> Reply:
+    """Store the plan as a pending operation and ask for a confirmation.
+    ``replaces``: the id of the plan this one supersedes (its host changed
+    before it ran), named in the new plan's audit record."""
     if _is_tags(plan):
-        return await _request_tags(call, plan)
+        return await _request_tags(call, plan, replaces)
     services = call.services
     line = call.parsed.line
     if not plan.items:
@@ -185,7 +192,7 @@ async def request(call: Call, plan: Plan | TagsPlan) -> Reply:
                     expires_at=services.clock() + services.confirm_ttl,
                     needs_approver=policy.needs_approver(call.actor))
     await store.add(op)
-    await audit(services, "requested", op, call.actor, plan=_plan_detail(plan))
+    await audit(services, "requested", op, call.actor, plan=_plan_detail(plan), **_replacing(replaces))
     question = f"Remove as planned on {op.host}?"
     return Reply(line, plan_parts(plan) + (Confirmation(op.id, question, op.expires_at, _who_confirms(op)),),
                  summary=f"{plan.headline()} Waiting for confirmation.", operation=op)
@@ -311,11 +318,15 @@ async def confirm(op_id: str, actor: Actor, services: Services, emit: Emit = Non
                              Reply(op.command, (ErrorPart(exc.message, exc.hint),), status=Status.FAILED,
                                    summary="could not check the plan again"), error=exc.message)
     if plan.fingerprint() != claimed.fingerprint:
+        # the plan shown is not what would happen now: it is superseded (on the
+        # record as such), and the new plan is a new pending operation with a
+        # confirmation of its own (``replaces`` links the two in the audit log)
+        reason = "the situation changed since the plan"
         superseded = await store.transition(op.id, ["running"], "superseded", now=services.clock(),
-                                            result={"reason": "the situation changed since the plan"})
-        await audit(services, "changed", superseded or claimed, actor,
+                                            result={"reason": reason})
+        await audit(services, "superseded", superseded or claimed, actor, reason=reason,
                     new_plan=plan.to_json() if _is_tags(plan) else _plan_detail(plan))
-        fresh = await request(call, plan)
+        fresh = await request(call, plan, replaces=op.id)
         note = Notice("The situation changed since this plan was shown: nothing was removed. "
                       "Here is the new plan; confirm it if it is still what you want.")
         return dataclasses.replace(fresh, parts=(note,) + fresh.parts,

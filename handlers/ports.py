@@ -276,7 +276,7 @@ class AuditEvent:
     """One step of a mutating operation, for every audit sink (the local
     hash-chained log, the channel message)."""
 
-    event: str  # requested | denied | confirmed | cancelled | expired | changed | running | done | failed | interrupted
+    event: str  # requested | denied | confirmed | cancelled | expired | superseded | running | done | failed | interrupted
     op: str  # operation id
     command: str
     host: str

@@ -226,7 +226,17 @@ class Reply:
 
     @property
     def confirmation(self) -> "Confirmation | None":
+        """The first question this reply asks (a plan asks one)."""
         return next((p for p in self.parts if isinstance(p, Confirmation)), None)
+
+    @property
+    def confirmations(self) -> "tuple[Confirmation, ...]":
+        """Every question this reply asks, in order. A plan asks one; the
+        answer to a confirmation over several hosts asks one more for each
+        host whose plan changed in between (its new plan, a pending operation
+        of that host). Each is settled on its own, through
+        ``handlers.operations.confirm``/``cancel`` with its ``op``."""
+        return tuple(p for p in self.parts if isinstance(p, Confirmation))
 
 
 def error_reply(command: str, message: str, hint: str = "",

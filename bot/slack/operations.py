@@ -12,6 +12,12 @@ as a thread reply; an optional audit channel gets a copy of that record.
   check who clicked (the dialog only guards the Slack client), claim the
   operation once, re-plan and act. Someone who may not confirm is told
   privately, and the refusal is noted in the thread.
+* A plan that changed before it ran is superseded (its message says so) and
+  its new plan is posted as a new operation message with its own buttons.
+  One confirmation over several hosts (``/rmi @all …``) does the same for
+  each host whose plan changed: the fleet's message shows every host's
+  result, and each changed host's new plan follows as that host's own
+  pending operation, confirmed on its own.
 * A sweeper expires pending confirmations and says so in their message.
 
 The neutral audit event goes to the local log from the handlers; this
@@ -101,6 +107,8 @@ _RECORD_FIELDS = (
     ("errors", "errors", lambda errors: "; ".join(str(e[-1]) for e in errors), 900),
     ("error", "error", str, 900),
     ("reason", "reason", str, 300),
+    ("hosts", "hosts", lambda hosts: ", ".join(f"{h}: {s}" for h, s in hosts.items()), 900),
+    ("replanned", "new plans", lambda new: ", ".join(f"{h} → {str(i)[:12]}" for h, i in new.items()), 900),
     ("result", "result", str, 300),
 )
 
@@ -220,8 +228,10 @@ async def request(runtime: "SlackRuntime", line: str, actor: Actor, *, channel: 
     await _publish(runtime, reply, channel=channel, respond=respond, client=client)
 
 
-async def _publish(runtime: "SlackRuntime", reply: Reply, *, channel: str, respond, client) -> None:
-    """Post a pending operation's plan in the channel and remember where."""
+async def _publish(runtime: "SlackRuntime", reply: Reply, *, channel: str, respond, client,
+                   **fallback) -> None:
+    """Post a pending operation's plan in the channel and remember where.
+    ``fallback``: more arguments for the response_url when the channel refuses it."""
     from .posting import ChannelPost, send_response
 
     op = reply.operation
@@ -231,7 +241,7 @@ async def _publish(runtime: "SlackRuntime", reply: Reply, *, channel: str, respo
         if post.ts:
             await runtime.services.store.set_message(op.id, {"channel": post.channel, "ts": post.ts})
         return
-    await send_response(respond, message, response_type="ephemeral")
+    await send_response(respond, message, response_type="ephemeral", **fallback)
 
 
 async def click(runtime: "SlackRuntime", kind: str, body: dict, action: dict, client, respond) -> None:
@@ -285,6 +295,13 @@ async def click(runtime: "SlackRuntime", kind: str, body: dict, action: dict, cl
                   respond=respond)
     where = final.message or {}
     await record_in_thread(runtime, client, where.get("channel", ""), where.get("ts", ""), reply)
+    for fresh in (reply.meta.get("replanned") or {}).values():
+        # one confirmation over several hosts, and a host's plan changed in between: its
+        # new plan is that host's own pending operation, so it gets what every pending
+        # operation gets, a message of its own with Confirm/Cancel (a click on it is
+        # checked by that host's rules, its expiry and one claim, like any other)
+        await _publish(runtime, fresh, channel=where.get("channel") or channel, respond=respond, client=client,
+                       replace_original=False)
 
 
 async def sweep(runtime: "SlackRuntime", client) -> None:

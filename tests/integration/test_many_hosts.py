@@ -32,7 +32,7 @@ from handlers.context import Actor
 from bot.render.text import render
 from handlers.replies import HostHeading, Status
 from tests.integration import remote_engines as R
-from tests.integration.shell_helpers import dockhand, dockhand_env
+from tests.integration.shell_helpers import DOCKHAND, dockhand, dockhand_env
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make certificates")
 
@@ -387,9 +387,20 @@ async def test_fleet_wide_removal_takes_one_confirmation_and_skips_the_host_that
         assert "The situation changed since this plan was shown" in bravo and "untag" in bravo.lower()
         assert "Skipped on bravo" in text
         assert done.operation.state == "done" and done.operation.decided_by == APPROVER
+        # bravo's new plan stays in the answer, in bravo's section, with a confirmation of its own
+        (again_q,) = done.confirmations
+        new = await services.store.get(again_q.op)
+        assert new.host == "bravo" and new.state == "pending" and "on bravo" in again_q.question
+        assert "Nothing is removed until the requester confirms" in bravo
+        assert done.meta["replanned"]["bravo"].operation.id == new.id
+        assert done.status is Status.OK  # every host acted as planned or asks its own question now
         records = services.audit.tail_sync(60)
         mine = [(r["event"], r["host"]) for r in records if ref in r["command"]]
-        assert ("done", "alpha") in mine and ("done", "charlie") in mine and ("changed", "bravo") in mine
+        assert ("done", "alpha") in mine and ("done", "charlie") in mine and ("superseded", "bravo") in mine
+        asked = next(r for r in records if r["op"] == new.id and r["event"] == "requested")
+        first = next(r for r in records if r["event"] == "superseded" and r["host"] == "bravo" and ref in r["command"])
+        assert asked["detail"]["replaces"] == first["op"]
+        assert done.operation.result["replanned"] == {"bravo": new.id}
         assert ("done", "all (alpha, bravo, charlie)") in mine and ("confirmed", "all (alpha, bravo, charlie)") in mine
         again = await operations.confirm(question.op, slack(APPROVER), services)  # a second click acts nowhere
         assert again.status is Status.FAILED and "already" in again.summary
@@ -440,6 +451,129 @@ async def test_slack_fleet_removal_one_plan_message_one_confirm_click(services, 
             fleet.docker(host, "rmi", "-f", ref, check=False)
 
 
+def inventory(f: Fleet, host: str) -> tuple[set[str], set[str]]:
+    """The engine's own word on what a host holds: image IDs, and references."""
+    ids, refs = set(), set()
+    for line in f.docker(host, "images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}").splitlines():
+        image_id, ref = line.split()
+        ids.add(image_id)
+        if ref != "<none>:<none>":
+            refs.add(ref)
+    return ids, refs
+
+
+def familiar(ref: str) -> str:
+    return ref.removeprefix("docker.io/").removeprefix("library/")
+
+
+def replaced_on(f: Fleet, host: str, ref: str) -> tuple[str, str]:
+    """Between plan and confirmation, ``ref`` moves on ``host`` to a new image
+    (a fresh import under the same name): the shown plan would delete the old
+    image, the new plan must delete the new one and leave the old one alone.
+    (old image ID, new image ID)."""
+    old = f.docker(host, "image", "inspect", "-f", "{{.Id}}", ref).strip()
+    f.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": f"{host} moved on".encode()}))
+    new = f.docker(host, "image", "inspect", "-f", "{{.Id}}", ref).strip()
+    assert old != new
+    return old, new
+
+
+def check_against_the_engine(before: tuple[set, set], after: tuple[set, set], planned: dict) -> None:
+    """The engine is the oracle: what left the host is exactly what the plan predicted."""
+    deleted, untagged = before[0] - after[0], {familiar(r) for r in before[1] - after[1]}
+    assert deleted == set(planned["deleted"]), (deleted, planned)
+    assert untagged == {familiar(r) for r in planned["untagged"]}, (untagged, planned)
+    assert after[0] <= before[0] and after[1] <= before[1]  # nothing else changed
+
+
+async def test_slack_fleet_removal_a_changed_host_gets_its_new_plan_with_its_own_buttons(
+        services, fleet, slack_app):
+    """`/rmi @all ref`, one Confirm; on bravo and charlie ref moved to another
+    image in between: alpha acts, bravo and charlie are skipped and each new
+    plan comes as that host's own pending operation, a message with its own
+    Confirm/Cancel. Clicks on it pass that host's rules (bravo: only the
+    requester; charlie: an approver other than the requester) and one claim;
+    the engine then shows exactly the new plan's removal."""
+    from tests.fakes.slack_api import buttons, message_problems
+    from tests.integration.slack.test_slack_removal import button, click, final_state, plan_message, thread
+
+    ref = f"dockhand-fleet/moved:{uuid.uuid4().hex[:8]}"
+    for host in ("alpha", "bravo", "charlie"):
+        fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
+    olds: dict[str, str] = {}
+    try:
+        h = await slack_app(services)
+        _, post = await plan_message(h, f"@all {ref}", user=ADMIN)
+        fleet_op = buttons(post.body)[0]["value"]
+        moved = {}
+        for host in ("bravo", "charlie"):
+            olds[host], moved[host] = replaced_on(fleet, host, ref)
+        await click(h, post, "dockhand.confirm", APPROVER)
+        done = await final_state(h, post, "confirmed by")
+        assert message_problems(done.body) == []
+        assert "done, 1 image(s) deleted" in done.text and not fleet.has("alpha", ref)
+        for host in ("bravo", "charlie"):  # nothing removed where the plan changed
+            assert fleet.has(host, ref) and fleet.has(host, olds[host])
+        assert "Skipped on bravo, charlie" in str(done.body["blocks"]) and not buttons(done.body)
+        fleet_record = (await thread(h, post))[-1].text
+        assert "alpha: done, bravo: changed, charlie: changed" in fleet_record and "new plans" in fleet_record
+
+        # each changed host's new plan: a message of its own, in the same channel, with its own buttons
+        new_posts, new_ops, planned = {}, {}, {}
+        for host in ("bravo", "charlie"):
+            (new_posts[host],) = await h.fake.wait_for(
+                "api", "chat.postMessage", where=lambda c, host=host: "asks to run" in c.text and f"on `{host}`" in c.text)
+            new_post = new_posts[host]
+            assert message_problems(new_post.body) == [] and new_post.body["channel"] == post.body["channel"]
+            new_id = button(new_post, "dockhand.confirm")["value"]
+            assert button(new_post, "dockhand.cancel")["value"] == new_id != fleet_op
+            new = new_ops[host] = await services.store.get(new_id)
+            assert (new.host, new.state, new.requester, new.kind) == (host, "pending", ADMIN, "rmi")
+            planned[host] = {"deleted": [d for i in new.plan["items"] for d in i["deleted"]],
+                             "untagged": [u for i in new.plan["items"] for u in i["untagged"]]}
+            # the new plan: the image ref names now, not the one first shown
+            assert planned[host]["deleted"] == [moved[host]]
+            assert moved[host][7:19] in new_post.text and olds[host][7:19] not in new_post.text
+        assert "Waiting for <@UADMIN> to confirm" in new_posts["bravo"].text  # bravo: no approvers, the requester
+        assert "Waiting for an approver other than the requester" in new_posts["charlie"].text
+
+        # each host's own rules decide, on its own message
+        refused = await click(h, new_posts["bravo"], "dockhand.confirm", APPROVER)
+        assert "Only the person who asked for this removal may confirm it" in (await h.reply(refused)).text
+        refused = await click(h, new_posts["charlie"], "dockhand.confirm", ADMIN)
+        assert "two-person rule" in (await h.reply(refused)).text
+        assert fleet.has("bravo", ref) and fleet.has("charlie", ref)
+        for host, who in (("bravo", ADMIN), ("charlie", APPROVER)):
+            before = inventory(fleet, host)
+            await click(h, new_posts[host], "dockhand.confirm", who)
+            finished = await final_state(h, new_posts[host], "done")
+            assert f"confirmed by <@{who}>: done, 1 image(s) deleted" in finished.text and not buttons(finished.body)
+            check_against_the_engine(before, inventory(fleet, host), planned[host])
+            assert fleet.has(host, olds[host]) and not fleet.has(host, moved[host])
+            record = (await thread(h, new_posts[host]))[-1].text
+            assert moved[host][7:19] in record and f"confirmed by <@{who}>" in record
+        late = await click(h, new_posts["bravo"], "dockhand.confirm", ADMIN)  # a second click acts nowhere
+        assert "already" in (await h.reply(late)).text
+
+        # the audit trail: each first plan superseded, each new one requested (naming it), denied, confirmed, done
+        records = [r for r in services.audit.tail_sync(120) if ref in r["command"]]
+        for host, denied, who in (("bravo", APPROVER, ADMIN), ("charlie", ADMIN, APPROVER)):
+            first = next(r for r in records if r["event"] == "superseded" and r["host"] == host)
+            assert first["actor"] == APPROVER  # who confirmed the fleet
+            steps = [(r["event"], r["actor"]) for r in records if r["op"] == new_ops[host].id]
+            assert steps == [("requested", ADMIN), ("denied", denied), ("confirmed", who), ("running", who),
+                             ("done", who)], steps
+            assert next(r for r in records if r["op"] == new_ops[host].id)["detail"]["replaces"] == first["op"]
+        fleet_done = next(r for r in records if r["op"] == fleet_op and r["event"] == "done")
+        assert fleet_done["detail"]["hosts"] == {"alpha": "done", "bravo": "changed", "charlie": "changed"}
+        assert fleet_done["detail"]["replanned"] == {h: op.id for h, op in new_ops.items()}
+    finally:
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, check=False)
+        for host, old in olds.items():
+            fleet.docker(host, "rmi", "-f", old, check=False)
+
+
 async def test_slack_sends_the_answers_so_far_while_a_frozen_host_is_awaited(services, fleet, slack_app):
     from tests.fakes.slack_api import message_problems
 
@@ -487,3 +621,127 @@ def test_shell_removes_on_a_group_with_one_yes(stack, fleet, tmp_path):
     finally:
         for host in ("alpha", "bravo", "charlie"):
             fleet.docker(host, "rmi", "-f", ref, check=False)
+
+
+def _planned_for(records: list[dict], host: str, ref: str) -> tuple[str, dict]:
+    """The new plan a superseded one was replaced by, as its audit record predicts it: (its id, the plan)."""
+    asked = next(r for r in records if r["event"] == "requested" and r["host"] == host and ref in r["command"]
+                 and r["detail"].get("replaces"))
+    return asked["op"], asked["detail"]["plan"]
+
+
+def test_shell_asks_again_for_the_host_whose_plan_changed(stack, fleet, tmp_path):
+    """`dockhand shell -c 'rmi @all ref'` on a terminal: one y/N for the three
+    hosts; bravo's ref moves to another image before the answer, so bravo is
+    skipped and its new plan is printed and asked about on its own; `y`
+    removes on bravo exactly what the new plan said, as the engine shows."""
+    import pty
+    from bot.audit_log import AuditLog
+    from tests.integration.test_shell_tty import _read_until
+
+    ref = f"dockhand-fleet/tty:{uuid.uuid4().hex[:8]}"
+    for host in ("alpha", "bravo", "charlie"):
+        fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
+    old = None
+    env = env_for(stack, fleet, tmp_path, TERM="dumb")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([DOCKHAND, "shell", "-c", f"rmi @all {ref}"], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, cwd=str(tmp_path), close_fds=True)
+    os.close(slave)
+    try:
+        first = _read_until(master, b"[y/N] ", timeout=60).decode(errors="replace")
+        assert "Run as planned on 3 host(s): alpha, bravo, charlie?" in first, first
+        old, moved = replaced_on(fleet, "bravo", ref)
+        before = inventory(fleet, "bravo")
+        os.write(master, b"y\r")
+        second = _read_until(master, b"[y/N] ", timeout=60).decode(errors="replace")
+        assert "Skipped on bravo" in second and "Remove as planned on bravo?" in second, second
+        assert moved[7:19] in second.split("=== bravo")[1]  # the new plan, shown before its question
+        assert not fleet.has("alpha", ref) and not fleet.has("charlie", ref) and fleet.has("bravo", ref)
+        os.write(master, b"y\r")
+        rest = _read_until(master, b"freed", timeout=60).decode(errors="replace")
+        assert proc.wait(timeout=60) == 0, rest
+        after = inventory(fleet, "bravo")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, check=False)
+        if old:
+            fleet.docker("bravo", "rmi", "-f", old, check=False)
+    assert "Untagged: " in rest and f"Deleted: {moved}" in rest, rest
+    records = AuditLog(tmp_path / "state" / "audit.jsonl").tail_sync(60)
+    new_id, planned = _planned_for(records, "bravo", ref)
+    assert planned["deleted"] == [moved]  # the new plan: the image ref names now, not the one first shown
+    check_against_the_engine(before, after, planned)
+    assert old in after[0]
+    assert [r["event"] for r in records if r["op"] == new_id] == ["requested", "confirmed", "running", "done"]
+
+
+async def test_shell_yes_confirms_the_changed_hosts_new_plan_and_n_cancels_it(services, fleet):
+    """The shell's way of settling (``bot.shell.answer``) on the real engines:
+    ``--yes`` confirms every plan the command makes, the changed host's new
+    plan too (each printed before it runs); at a prompt, `y` to the fleet and
+    `n` to the new plan cancels that one alone, on the record as such."""
+    import io
+
+    from bot.shell import answer, shell_actor
+
+    me = shell_actor()
+    ref = f"dockhand-fleet/yes:{uuid.uuid4().hex[:8]}"
+    olds = []
+    for host in ("alpha", "bravo", "charlie"):
+        fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": host.encode()}))
+    shown: list = []
+
+    async def show(reply):
+        shown.append(reply)
+
+    try:
+        reply = await dispatch(f"rmi @all {ref}", me, services)
+        old, moved = replaced_on(fleet, "bravo", ref)
+        olds.append(old)
+        before = inventory(fleet, "bravo")
+        out = io.StringIO()
+        status = await answer(reply, me, services, yes=True, can_ask=False, show=show, out=out)
+        assert status is Status.OK, [render(r) for r in shown]
+        assert out.getvalue().splitlines() == ["Confirmed by --yes: Run as planned on 3 host(s): alpha, bravo, charlie?",
+                                               "Confirmed by --yes: Remove as planned on bravo?"]
+        assert [r.operation.kind for r in shown] == ["fleet", "rmi"] and shown[1].operation.state == "done"
+        assert "Skipped on bravo" in render(shown[0])
+        records = services.audit.tail_sync(80)
+        new_id, planned = _planned_for(records, "bravo", ref)
+        assert shown[1].operation.id == new_id and planned["deleted"] == [moved]
+        first_new = new_id
+        check_against_the_engine(before, inventory(fleet, "bravo"), planned)
+        assert not any(fleet.has(h, ref) for h in ("alpha", "bravo", "charlie"))
+
+        # again, answered at a prompt: y for the three hosts, n for bravo's new plan
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "import", "-", ref, input=S.rootfs_tar({"who": f"{host} again".encode()}))
+        shown.clear()
+        reply = await dispatch(f"rmi @all {ref}", me, services)
+        old, moved = replaced_on(fleet, "bravo", ref)
+        olds.append(old)
+        before = inventory(fleet, "bravo")
+        out = io.StringIO()
+        status = await answer(reply, me, services, yes=False, can_ask=True, show=show, out=out,
+                              stdin=io.StringIO("y\nn\n"))
+        assert status is Status.OK  # a plan declined is no failure, as for any plan
+        assert out.getvalue().count("[y/N]") == 2 and "Remove as planned on bravo?" in out.getvalue()
+        assert inventory(fleet, "bravo") == before  # nothing removed on bravo
+        assert not fleet.has("alpha", ref) and not fleet.has("charlie", ref)
+        records = services.audit.tail_sync(120)
+        mine = [r for r in records if r["command"] == reply.command][::-1]  # this round's records first
+        new_id = next(r["op"] for r in mine if r["event"] == "requested" and r["detail"].get("replaces"))
+        assert shown[1].operation.id == new_id != first_new and shown[1].operation.state == "cancelled"
+        assert [r["event"] for r in records if r["op"] == new_id] == ["requested", "cancelled"]
+        assert (await services.store.get(new_id)).state == "cancelled"
+        superseded = next(r for r in mine if r["event"] == "superseded")
+        assert (await services.store.get(superseded["op"])).state == "superseded"
+    finally:
+        for host in ("alpha", "bravo", "charlie"):
+            fleet.docker(host, "rmi", "-f", ref, check=False)
+        for old in olds:
+            fleet.docker("bravo", "rmi", "-f", old, check=False)

@@ -149,7 +149,7 @@ async def test_a_retag_between_plan_and_confirm_removes_nothing_and_offers_the_n
     assert exists(stack, first.id) and exists(stack, second.id) and exists(stack, first.ref)
     new = await h.fake.wait_for("api", "chat.postMessage", where=lambda c: "asks to run" in c.text, count=2)
     assert second.id[7:19] in new[-1].text and button(new[-1], "dockhand.confirm")
-    assert "changed" in events(services)
+    assert "superseded" in events(services)
 
 
 async def test_expiry_is_said_in_the_message(slack_app, engine_services, make_image, stack):
