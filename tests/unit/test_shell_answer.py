@@ -12,7 +12,7 @@ import pytest
 from bot.audit_log import AuditLog
 from bot.shell import MAX_FOLLOW_UPS, answer
 from bot.store import SqliteStore
-from handlers import dispatch
+from handlers.dispatch import dispatch
 from handlers.context import Actor, Services
 from handlers.replies import Status
 from tests.unit.fake_engine import FakeEngine, image
