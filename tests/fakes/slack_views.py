@@ -129,6 +129,8 @@ def _element_problems(el, where: str, problems: list[str], *, in_input: bool, mo
                 problems.append(f"{where}: {len(opts)} options (1-100)")
             for i, opt in enumerate(opts):
                 _option_problems(opt, f"{where}/options/{i}", problems)
+            if "initial_option" in el and el["initial_option"] not in opts:
+                problems.append(f"{where}/initial_option: must be one of the options")  # Slack refuses it
         if kind == "external_select":
             mql = el.get("min_query_length", 3)
             if not isinstance(mql, int) or isinstance(mql, bool) or mql < 0:

@@ -76,6 +76,7 @@ async def test_pull_alone_opens_the_form(slack_app, engine_services, stack):
     assert "`form-host`" in view_text(view)
     registry = next(el for el in elements(view) if el.get("action_id") == ACTION_REGISTRY)
     assert registry["initial_option"]["value"] == stack.index  # DOCKHAND_SEARCH_INDEX's registry first
+    assert "host" not in {el["block_id"] for el in elements(view)}  # one engine: no host menu
     assert not h.fake.responses(), "the form is the answer"
 
 
