@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -40,8 +41,10 @@ STRANGER = "UOTHER"  # an operator on charlie only
 BRAVO_REGISTRY = "registry.bravo.test:5000"  # only bravo has pulled from it (a local tag)
 
 
-def write_hosts(path: Path, f) -> None:
-    """The fleet of test_many_hosts.py, with charlie's pullers its own: OPS is a viewer there."""
+def write_hosts(path: Path, f, *, missing: str = "") -> None:
+    """The fleet of test_many_hosts.py, with charlie's pullers its own: OPS is a viewer there.
+    ``missing``: a socket path nothing listens on, as a fourth host (delta) that is down."""
+    extra = f'\n[hosts.delta]\nurl = "unix://{missing}"\n' if missing else ""
     path.write_text(f'''
 default = "alpha"
 timeout = 3
@@ -56,7 +59,7 @@ url = "{f.bravo.docker_host}"
 url = "{f.charlie.url}"
 cert_path = "{f.charlie.certs.good}"
 operators = ["{STRANGER}"]
-
+{extra}
 [groups]
 pair = ["charlie", "bravo"]
 web = ["alpha", "bravo"]
@@ -108,10 +111,11 @@ def _option(value: str) -> dict:
 
 async def _open_form(h, user_id: str = OPS, channel_id: str = "C0OPS", channel_name: str = "ops") -> dict:
     trigger = views_of(h.fake).issue()
+    before = len(h.fake.api_calls("views.open"))
     sent = await h.command("/pull", "", user_id=user_id, trigger_id=trigger, channel_id=channel_id,
                            channel_name=channel_name)
     assert sent.status == 200 and sent.body == ""
-    opened = (await h.fake.wait_for("api", "views.open"))[-1]
+    opened = (await h.fake.wait_for("api", "views.open", count=before + 1))[before]
     assert opened.body["trigger_id"] == trigger and opened.response.get("ok"), opened.response
     view = opened.response["view"]
     assert view_problems(view) == []
@@ -302,3 +306,86 @@ async def test_an_unknown_or_missing_host_is_an_error_on_the_host_field(services
     answer = await _submit(h, view, filled)
     assert answer["errors"] == {"host": "Choose the host to pull on."}
     assert not h.fake.api_calls("chat.postMessage")
+
+
+# -- Tab completion in `dockhand shell`, on a pseudo-terminal -----------------------------
+
+
+@pytest.fixture
+def shell(stack, fleet, tmp_path):
+    hosts = tmp_path / "hosts.toml"
+    write_hosts(hosts, fleet, missing=str(tmp_path / "gone.sock"))  # delta: an engine that is down
+    term = Terminal(env_for(stack, fleet, tmp_path, DOCKHAND_HOSTS_FILE=str(hosts)), tmp_path)
+    try:
+        term.prompt(timeout=30)
+        yield term
+    finally:
+        term.close()
+
+
+def _repo(ref: str) -> str:
+    return ref.rsplit(":", 1)[0]
+
+
+def test_tab_completes_hosts_and_groups_after_at_and_dash_h(shell):
+    shell.write(b"images @br" + TAB)
+    shell.line("dockhand> images @bravo ")
+    shell.write(KILL_LINE + b"rmi @" + TAB + TAB)
+    block = shell.expect(r"^((?:\S+\s+-- .*\n)+)dockhand> rmi @$").group(1)
+    assert re.search(r"^@alpha\s+-- default host$", block, re.M)
+    assert re.search(r"^@pair\s+-- group: bravo, charlie$", block, re.M)
+    assert re.search(r"^@all\s+-- every host$", block, re.M)
+    assert re.search(r"^@delta\s+-- host$", block, re.M)
+    shell.write(KILL_LINE + b"images -H ch" + TAB)
+    shell.line("dockhand> images -H charlie ")
+    shell.write(b"\r")  # the completed line runs on charlie
+    shell.expect(r"^REPOSITORY\s+TAG\s+IMAGE ID")
+    shell.prompt()
+
+
+def test_image_names_come_from_the_host_the_line_names(shell, fleet):
+    bravo, charlie = _repo(fleet.only["bravo"]), _repo(fleet.only["charlie"])
+    # the default host (alpha) has no such image: Tab adds nothing
+    shell.write(b"rmi " + bravo[:-3].encode() + TAB)
+    time.sleep(1.0)
+    shell.line("dockhand> rmi " + bravo[:-3])
+    shell.write(KILL_LINE + b"rmi -H bravo " + bravo[:-3].encode() + TAB)
+    shell.line(f"dockhand> rmi -H bravo {bravo}")  # from bravo's engine, no space: a tag may follow
+    shell.write(b":" + TAB)
+    shell.line(f"dockhand> rmi -H bravo {fleet.only['bravo']} ")
+    shell.write(KILL_LINE + b"rmi @charlie " + charlie[:-3].encode() + TAB)  # over TCP + TLS
+    shell.line(f"dockhand> rmi @charlie {charlie}")
+    # a group: every host of it, asked at once
+    shell.write(KILL_LINE + b"images @pair dockhand-fleet/only-" + TAB + TAB)
+    block = shell.expect(r"^((?:\S+.*\n)+)dockhand> images @pair dockhand-fleet/only-$").group(1)
+    assert bravo in block and charlie in block and _repo(fleet.only["alpha"]) not in block
+    shell.write(KILL_LINE)
+    shell.prompt()
+
+
+def test_a_frozen_or_down_host_never_holds_the_prompt(shell, fleet):
+    charlie = _repo(fleet.only["charlie"])
+    pid = S.dockerd_pid(fleet.bravo)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for selector in (b"@bravo", b"@delta", b"@pair"):
+            start = time.monotonic()
+            shell.write(b"rmi " + selector + b" dockhand-fleet/" + TAB)  # bravo: no answer; delta: no engine
+            shell.write(KILL_LINE + b"help\r")  # typed right away; runs once Tab gave up
+            shell.expect(r"^Management Commands:$", timeout=15)
+            elapsed = time.monotonic() - start
+            shell.prompt()
+            assert elapsed < 3.0, f"{selector!r}: the prompt waited {elapsed:.1f} s"
+        # the other hosts still complete, bravo frozen all along
+        start = time.monotonic()
+        shell.write(b"rmi @charlie " + charlie[:-3].encode() + TAB)
+        shell.line(f"dockhand> rmi @charlie {charlie}")
+        assert time.monotonic() - start < 3.0
+        start = time.monotonic()
+        shell.write(KILL_LINE + b"images @pair dockhand-fleet/only-" + TAB + TAB)  # bravo's part: nothing
+        shell.line(f"dockhand> images @pair {charlie}")  # the one name the group offered in time
+        assert time.monotonic() - start < 3.0
+        shell.write(KILL_LINE)
+        shell.prompt()
+    finally:
+        os.kill(pid, signal.SIGCONT)
