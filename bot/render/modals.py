@@ -32,6 +32,10 @@ ACTION_TAG = "dockhand.pull.tag"
 ACTION_PLATFORM = "dockhand.pull.platform"
 ACTION_CHANNEL = "dockhand.pull.channel"
 ACTION_HOST = "dockhand.pull.host"
+# the shortcuts that open the pull form (manifest.yml): from the shortcut menu, and on a message
+# (which names its conversation: the form then starts on that conversation's default host)
+SHORTCUT_PULL = "dockhand.pull.open"
+SHORTCUT_PULL_HERE = "dockhand.pull.here"
 # block_id of each field (response_action "errors" names these)
 BLOCKS = {"host": "host", "registry": "registry", "repository": "repository", "tag": "tag", "platform": "platform",
           "channel": "channel"}

@@ -1,4 +1,5 @@
-"""The pull form: ``/pull`` alone (or the Home tab's button) opens a modal.
+"""The pull form: ``/pull`` alone, the Home tab's button, or a shortcut (Slack's
+shortcut menu, or a message's menu) opens a modal.
 
 * Opening: right after the ack (a ``trigger_id`` is good for 3 seconds), the
   person's role is checked first (``handlers.access``, the one place): someone
@@ -289,6 +290,23 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
             with contextlib.suppress(Exception):
                 await ack(response_action="errors", errors={views.BLOCKS["repository"]: exc.message[:1000]})
 
+    async def on_shortcut(ack, body: dict, client) -> None:
+        """The pull form from Slack's shortcut menu (no conversation: the
+        default host first) or from a message's menu (its conversation's
+        default host first; a refusal answers in that conversation, privately)."""
+        await ack()
+        user = body.get("user") or {}
+        channel = body.get("channel") or {}
+        response_url = body.get("response_url") if body.get("type") == "message_action" else None
+        respond = runtime.responder(response_url) if response_url else None
+        async with runtime.job(respond):
+            await forms.open(client, str(body.get("trigger_id") or ""), user_id=str(user.get("id") or ""),
+                             user_name=str(user.get("username") or user.get("name") or ""),
+                             channel=str(channel.get("id") or ""), channel_name=str(channel.get("name") or "")[:80],
+                             respond=respond)
+
+    app.shortcut(views.SHORTCUT_PULL)(on_shortcut)
+    app.shortcut(views.SHORTCUT_PULL_HERE)(on_shortcut)
     for action in (views.ACTION_REGISTRY, views.ACTION_REPOSITORY, views.ACTION_TAG):
         app.options(action)(on_suggestion)
     app.action(views.ACTION_REGISTRY)(on_choice)

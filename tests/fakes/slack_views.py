@@ -433,6 +433,22 @@ def suggestion(view: dict, action_id: str, value: str, *, user_id: str, user_nam
             "view": with_state(view, values or {}), "is_enterprise_install": False, "enterprise": None}
 
 
+def shortcut(callback_id: str, *, user_id: str, user_name: str, trigger_id: str, channel_id: str = "",
+             channel_name: str = "", response_url: str = "") -> dict:
+    """A global shortcut (``shortcut``, from the shortcut menu: no conversation) or,
+    with ``channel_id``, a message shortcut (``message_action``) as Slack sends them."""
+    base = {"team": {"id": "T0DOCKHAND", "domain": "dockhand-test"}, "user": _user(user_id, user_name),
+            "api_app_id": "ADOCKHAND", "token": "legacy-verification-token", "callback_id": callback_id,
+            "trigger_id": trigger_id, "action_ts": f"{time.time():.6f}", "is_enterprise_install": False,
+            "enterprise": None}
+    if not channel_id:
+        return dict(base, type="shortcut")
+    ts = f"{time.time():.6f}"
+    return dict(base, type="message_action", channel={"id": channel_id, "name": channel_name},
+                message={"type": "message", "user": "U0SOMEONE", "ts": ts, "text": "deploying app:1.2"},
+                message_ts=ts, response_url=response_url)
+
+
 def view_click(view: dict, element: dict, *, user_id: str, user_name: str, trigger_id: str,
                selected_option: dict | None = None) -> dict:
     """A ``block_actions`` payload for a click in a view (Home tab or modal)."""

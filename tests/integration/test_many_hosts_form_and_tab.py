@@ -2,8 +2,8 @@
 and the shell's Tab completion, each per host, on real private engines (the
 three of test_many_hosts.py: two on unix sockets, one over TCP with mutual TLS).
 
-* The pull form, driven as Slack drives it (signed `/pull`, `block_suggestion`,
-  `block_actions` and `view_submission` requests to the running app; the fake
+* The pull form, driven as Slack drives it (signed `/pull`, `shortcut`,
+  `message_action`, `block_suggestion`, `block_actions` and `view_submission` requests to the running app; the fake
   Slack records `views.open` and `chat.postMessage`): the host menu lists what
   the person may pull on, starts on the conversation's default host, the
   suggestions come from the chosen host's engine, and the submission is a
@@ -27,11 +27,12 @@ from pathlib import Path
 import pytest
 
 from bot.config import load_settings
-from bot.render.modals import ACTION_HOST, ACTION_REGISTRY, ACTION_REPOSITORY, ACTION_TAG
+from bot.render.modals import ACTION_HOST, ACTION_REGISTRY, ACTION_REPOSITORY, ACTION_TAG, SHORTCUT_PULL, \
+    SHORTCUT_PULL_HERE
 from bot.wiring import build_services, close_services
 from tests.fakes.slack_harness import clean_slack_env, fake_slack, slack_app  # noqa: F401
-from tests.fakes.slack_views import elements, options_problems, send_interactive, submission, suggestion, \
-    view_click, view_problems, views_of
+from tests.fakes.slack_views import elements, options_problems, send_interactive, shortcut, submission, \
+    suggestion, view_click, view_problems, views_of
 from tests.integration import remote_engines as R
 from tests.integration.test_many_hosts import ADMIN, OPS, env_for, fleet, pytestmark  # noqa: F401
 from tests.integration.test_shell_completion import KILL_LINE, TAB, Terminal
@@ -172,6 +173,31 @@ async def test_the_form_lists_the_hosts_the_person_may_pull_on_starting_on_the_c
     alone = await h.reply(await h.command("/pull", "", user_id="UVIEW"))
     assert "`docker pull` needs the operator role; you have viewer." in alone.text
     assert len(h.fake.api_calls("views.open")) == 5
+
+
+async def test_the_shortcuts_open_the_form_on_the_default_host_or_the_messages_conversations(services, slack_app):
+    h = await slack_app(services)
+    status, _, elapsed = await send_interactive(h, shortcut(SHORTCUT_PULL, user_id=OPS, user_name="ops",
+                                                            trigger_id=views_of(h.fake).issue()))
+    assert status == 200 and elapsed < 3.0
+    opened = (await h.fake.wait_for("api", "views.open"))[0].response
+    assert opened["ok"] and view_problems(opened["view"]) == []
+    assert _host_menu(opened["view"])["initial_option"]["value"] == "alpha"  # no conversation: the default
+    rid = uuid.uuid4().hex[:12]
+    status, _, _ = await send_interactive(h, shortcut(SHORTCUT_PULL_HERE, user_id=OPS, user_name="ops",
+                                                      trigger_id=views_of(h.fake).issue(), channel_id="C0BRAVO",
+                                                      channel_name="bravo-ops", response_url=h.fake.response_url(rid)))
+    assert status == 200
+    opened = (await h.fake.wait_for("api", "views.open", count=2))[1].response
+    assert _host_menu(opened["view"])["initial_option"]["value"] == "bravo"  # the message's conversation's host
+    # someone who may pull nowhere: the refusal, privately, in the message's conversation; no form
+    await send_interactive(h, shortcut(SHORTCUT_PULL_HERE, user_id="UVIEW", user_name="viewer",
+                                       trigger_id=views_of(h.fake).issue(), channel_id="C0BRAVO",
+                                       channel_name="bravo-ops", response_url=h.fake.response_url(rid)))
+    refusal = (await h.fake.wait_for("response", rid))[0]
+    assert "`docker pull` needs the operator role; you have viewer." in refusal.text
+    assert refusal.body.get("response_type") == "ephemeral"
+    assert len(h.fake.api_calls("views.open")) == 2
 
 
 async def test_suggestions_come_from_the_chosen_hosts_engine(services, slack_app, fleet, bravo_tag, stack,
