@@ -220,7 +220,7 @@ class PullForms:
         channel = _selected(values, views.BLOCKS["channel"], views.ACTION_CHANNEL)
         hosts = self.services.fleet
         if hosts is not None:  # many hosts: the line names the chosen one, as a typed `/pull @name` does
-            fields["host"] = _selected(values, views.BLOCKS["host"], views.ACTION_HOST)
+            fields["host"] = self.host_of(view)  # the menu's value; else the host it showed when it opened
         line, errors = pullform.pull_line(**fields)
         if hosts is not None and "host" not in errors:
             host = fields["host"]

@@ -329,7 +329,7 @@ async def test_an_unknown_or_missing_host_is_an_error_on_the_host_field(services
     assert "unknown host 'zulu'" in answer["errors"]["host"] and "hosts: alpha, bravo, charlie" in answer["errors"]["host"]
     answer = await _submit(h, view, dict(filled, host=_option("-H")))
     assert "is not a host name" in answer["errors"]["host"]
-    answer = await _submit(h, view, filled)
+    answer = await _submit(h, dict(view, private_metadata=""), filled)  # no host in the state nor the form
     assert answer["errors"] == {"host": "Choose the host to pull on."}
     assert not h.fake.api_calls("chat.postMessage")
 
