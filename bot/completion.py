@@ -163,15 +163,24 @@ def _target(words: list[str]) -> tuple[list[str], str | None, bool]:
         return [w for w in words if not w.startswith("@")], None, False
 
 
+def _selects(words: list[str], spelling: str) -> bool:
+    """Would dispatch read a host name spelt so (``@``, ``--host=``, ``-H ``)
+    after ``words`` as the line's selector? Not among ``docker run``'s
+    container words, nor as a second selector."""
+    from handlers.dispatch import split_line_target
+    from handlers.errors import UsageError
+
+    probe = "dockhand-probe"
+    extra = spelling.split(" ")[0:1] + [probe] if spelling.endswith(" ") else [spelling + probe]
+    try:
+        return split_line_target(words + extra)[1] == probe
+    except UsageError:
+        return False
+
+
 def _candidates(before: str, word: str, images: Images, targets: Targets | None,
                 host_images: HostImages | None = None) -> list[Candidate]:
     words = tokenize(before)
-    if word.startswith("@"):
-        return _words((targets or dict)(), "@")
-    if targets is not None and word.startswith("--host="):
-        return _words(targets(), "--host=")
-    if targets is not None and words and words[-1] in ("-H", "--host"):
-        return _words(targets())
     plain = True  # no "/" and no "docker": the shell's own words apply
     if words and words[0].startswith("/"):
         words[0] = words[0][1:]
@@ -181,6 +190,12 @@ def _candidates(before: str, word: str, images: Images, targets: Targets | None,
     if words and words[0] == "docker":
         words = words[1:]
         plain = False
+    if word.startswith("@"):
+        return _words(targets(), "@") if targets is not None and _selects(words, "@") else []
+    if targets is not None and word.startswith("--host="):
+        return _words(targets(), "--host=") if _selects(words, "--host=") else []
+    if targets is not None and words and words[-1] in ("-H", "--host"):
+        return _words(targets()) if _selects(words[:-1], words[-1] + " ") else []
     if any(w.startswith("@") or w in ("-H", "--host") or w.startswith(("--host=", "-H")) for w in words):
         words, selector, clear = _target(words)
         if host_images is not None:

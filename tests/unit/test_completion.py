@@ -272,6 +272,14 @@ def test_image_names_come_from_the_host_the_line_names(before, selector):
         assert expected in found and not any("busybox" in f for f in found)
 
 
+def test_no_host_names_where_dispatch_would_not_read_them():
+    assert on_hosts("run busybox echo ", "@")[0] == []  # the container's own words
+    assert on_hosts("run busybox echo -H ", "")[0] == []
+    assert on_hosts("run -H ", "b")[0] == ["bravo "] and on_hosts("run ", "@b")[0] == ["@bravo "]
+    assert on_hosts("images @alpha ", "@")[0] == []  # a second selector would be refused
+    assert on_hosts("docker ", "--host=w")[0] == ["--host=web "]
+
+
 def test_no_images_where_the_host_is_unclear_or_the_run_command_begins():
     found, asked = on_hosts("rmi @alpha @bravo ", "")  # two hosts: the command would be refused
     assert found == [] and asked == []
