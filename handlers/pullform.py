@@ -48,6 +48,7 @@ HUB = "docker.io"
 FIELDS = ("registry", "repository", "tag", "platform")
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
                    r"|\[[0-9a-fA-F:.]+\])(?::[0-9]{1,5})?")
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a fleet's host or group name (bot/hosts_config.py)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -208,12 +209,20 @@ async def tags(services: Services, registry: str, repository: str, query: str, *
     return Choices(tuple(Choice(t, t, "" if t in listed else "as typed") for t in found[:MAX_CHOICES]), note)
 
 
-def may_pull(services: Services, actor: Actor):
-    """The access policy's refusal of a pull on this host for ``actor`` (None: allowed)."""
-    from . import access
-    from .argv import WRITE
+def may_pull(services: Services, actor: Actor, *, any_channel: bool = False):
+    """The access policy's refusal of a pull on this host for ``actor`` (None:
+    allowed), as dispatch decides it for a typed ``docker pull``.
+    ``any_channel``: the role alone (a suggestion, which names no channel)."""
+    import dataclasses
 
-    return access.authorise(services.access(), actor, WRITE, "docker pull")
+    from . import access
+    from .dispatch import parse_command
+
+    command = parse_command("docker pull busybox")
+    policy = services.access()
+    if any_channel:
+        policy = dataclasses.replace(policy, channels=frozenset())
+    return access.authorise(policy, actor, command.effect, command.path, command.role)
 
 
 @dataclass(frozen=True)
@@ -222,14 +231,16 @@ class HostChoices:
     initial: str = ""  # the one chosen when the form opens ("" when there is none)
 
 
-def host_choices(services: Services, actor: Actor, channel: str = "", channel_name: str = "") -> HostChoices:
+def host_choices(services: Services, actor: Actor, channel: str = "", channel_name: str = "", *,
+                 any_channel: bool = False) -> HostChoices:
     """The hosts and groups ``actor`` may pull on, in the settings' order, and
     the one the form starts on: the conversation's default host (or group),
-    else the fleet's default, else the first allowed. Empty with one engine."""
+    else the fleet's default, else the first allowed. Empty with one engine.
+    ``any_channel``: by the roles alone (see :func:`may_pull`)."""
     hosts = services.fleet
     if hosts is None:
         return HostChoices(())
-    allowed = {n for n in hosts.names if may_pull(hosts.services(n), actor) is None}
+    allowed = {n for n in hosts.names if may_pull(hosts.services(n), actor, any_channel=any_channel) is None}
     default = hosts.default
     here = hosts.channel_default(channel, channel_name)
     out: list[Choice] = []
@@ -297,7 +308,7 @@ def pull_line(registry: str, repository: str, tag: str = "", platform: str = "",
                               "use HOST[:PORT], e.g. registry.example.com:5000, or docker.io.")
     if not repository:
         errors["repository"] = "Choose or type a repository, e.g. library/ubuntu or team/app."
-    if host and (clean(host, 100) != host or host.startswith("-") or any(c.isspace() for c in host)):
+    if host and not _HOST_NAME.fullmatch(host):
         errors["host"] = f"{refs.quote_input(host, 80)} is not a host name: choose one of the list."
     if errors:
         return "", errors

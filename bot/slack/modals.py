@@ -185,7 +185,8 @@ class PullForms:
         actor = await self._actor(user.get("id", ""), user.get("username") or user.get("name", ""), "")
         view = body.get("view") or {}
         target = self.host_of(view) if self.services.fleet is not None else ""
-        if target and target not in {c.value for c in pullform.host_choices(self.services, actor).choices}:
+        mine = pullform.host_choices(self.services, actor, any_channel=True).choices  # the roles: no channel here
+        if target and target not in {c.value for c in mine}:
             return {"options": []}  # many hosts: only the hosts the person may pull on suggest anything
         services = pullform.suggestions_from(self.services, target)
         if services is None or services.access().role_of(actor) < access.Role.VIEWER:
