@@ -28,10 +28,17 @@ every command line):
   ``repo:tag`` and image IDs), ``images``/``image ls``/``image list`` and
   ``pull``/``image pull`` (repositories and ``repo:tag``): from the engine.
 
-Targets (issue 11, item 3): once several hosts exist, pass ``targets`` (a
-callable returning ``{name: description}``) to :func:`complete` /
-:class:`ShellCompleter`; a word starting with ``@`` then completes to
-``@name``, and ``@…`` words are skipped when finding the command.
+Many hosts (``handlers/fleet.py``): ``targets`` (a callable returning
+``{name: description}``: hosts, groups, ``all``) completes a word starting
+with ``@`` to ``@name``, the word after ``-H``/``--host`` and ``--host=`` to a
+name, and adds ``-H``/``--host`` to a command's flags. The host selector is
+found as dispatch finds it (:func:`handlers.dispatch.split_line_target`:
+``@name`` anywhere, ``-H name`` before or after the command, never among
+``docker run``'s container words), and ``host_images`` (a callable taking
+that selector, None for the default host) gives the image names of the
+host(s) it names: :class:`FleetImages` asks each of those engines at once and
+waits for them together within the one :data:`DEADLINE`, so a host that is
+down or frozen costs Tab at most that, and offers nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from handlers.argv import CommandSpec, Flag, tokenize
 from handlers.commands import MANAGEMENT, find_command, table
@@ -75,6 +82,8 @@ _IMAGE_FILTERS = frozenset({"before", "since"})
 
 Images = Callable[[], Sequence[ImageSummary]]
 Targets = Callable[[], Mapping[str, str]]
+HostImages = Callable[[Optional[str]], Sequence[ImageSummary]]  # selector (None: the default host) -> images
+HOST_FLAG = "Run on this host or group (like @name)"
 
 
 @dataclass(frozen=True)
@@ -116,14 +125,15 @@ def flag_description(flag: Flag) -> str:
 
 
 def complete(before: str, word: str, *, images: Images | None = None,
-             targets: Targets | None = None) -> list[Candidate]:
+             targets: Targets | None = None, host_images: HostImages | None = None) -> list[Candidate]:
     """Candidates for ``word`` (the text under the cursor up to it), given
     ``before`` (the line before that word). Sorted, each starting with ``word``.
-    ``images`` is only called where image names complete."""
+    ``images`` is only called where image names complete; with
+    ``host_images``, that is called instead, with the line's host selector."""
     quote = word[:1] if word[:1] in ("'", '"') else ""
     bare = word[len(quote):]
     try:
-        found = _candidates(before, bare, images or (lambda: ()), targets)
+        found = _candidates(before, bare, images or (lambda: ()), targets, host_images)
     except Exception:  # an unfinished quote, shell syntax: nothing to offer
         return []
     out: dict[str, Candidate] = {}
@@ -140,11 +150,37 @@ def _words(mapping: Mapping[str, str], prefix: str = "", end: str = " ") -> list
     return [Candidate(prefix + name + end, desc) for name, desc in mapping.items()]
 
 
-def _candidates(before: str, word: str, images: Images, targets: Targets | None) -> list[Candidate]:
+def _target(words: list[str]) -> tuple[list[str], str | None, bool]:
+    """``words`` without their host selector, the selector, and whether it is
+    clear (two different ones, or ``-H`` without a name, are not)."""
+    from handlers.dispatch import split_line_target
+    from handlers.errors import UsageError
+
+    try:
+        rest, selector = split_line_target(words)
+        return rest, selector, True
+    except UsageError:
+        return [w for w in words if not w.startswith("@")], None, False
+
+
+def _selects(words: list[str], spelling: str) -> bool:
+    """Would dispatch read a host name spelt so (``@``, ``--host=``, ``-H ``)
+    after ``words`` as the line's selector? Not among ``docker run``'s
+    container words, nor as a second selector."""
+    from handlers.dispatch import split_line_target
+    from handlers.errors import UsageError
+
+    probe = "dockhand-probe"
+    extra = spelling.split(" ")[0:1] + [probe] if spelling.endswith(" ") else [spelling + probe]
+    try:
+        return split_line_target(words + extra)[1] == probe
+    except UsageError:
+        return False
+
+
+def _candidates(before: str, word: str, images: Images, targets: Targets | None,
+                host_images: HostImages | None = None) -> list[Candidate]:
     words = tokenize(before)
-    if word.startswith("@"):
-        return _words((targets or dict)(), "@")
-    words = [w for w in words if not w.startswith("@")]  # host selectors (later)
     plain = True  # no "/" and no "docker": the shell's own words apply
     if words and words[0].startswith("/"):
         words[0] = words[0][1:]
@@ -154,6 +190,18 @@ def _candidates(before: str, word: str, images: Images, targets: Targets | None)
     if words and words[0] == "docker":
         words = words[1:]
         plain = False
+    if word.startswith("@"):
+        return _words(targets(), "@") if targets is not None and _selects(words, "@") else []
+    if targets is not None and word.startswith("--host="):
+        return _words(targets(), "--host=") if _selects(words, "--host=") else []
+    if targets is not None and words and words[-1] in ("-H", "--host"):
+        return _words(targets()) if _selects(words[:-1], words[-1] + " ") else []
+    if any(w.startswith("@") or w in ("-H", "--host") or w.startswith(("--host=", "-H")) for w in words):
+        words, selector, clear = _target(words)
+        if host_images is not None:
+            images = (lambda: host_images(selector)) if clear else (lambda: ())
+    elif host_images is not None:
+        images = lambda: host_images(None)  # noqa: E731 - the default host
     if not words:
         at_start = not before.strip()
         slash = "/" if at_start and word.startswith("/") else ""
@@ -178,10 +226,11 @@ def _candidates(before: str, word: str, images: Images, targets: Targets | None)
     spec, rest = find_command(words)
     if spec is None:
         return []
-    return _in_command(spec, rest, word, images)
+    return _in_command(spec, rest, word, images, targets is not None)
 
 
-def _in_command(spec: CommandSpec, rest: list[str], word: str, images: Images) -> list[Candidate]:
+def _in_command(spec: CommandSpec, rest: list[str], word: str, images: Images,
+                hosts: bool = False) -> list[Candidate]:
     by_long = {f.long: f for f in spec.flags}
     by_short = {f.short: f for f in spec.flags if f.short}
     waiting: Flag | None = None  # a flag whose value is the current word
@@ -221,6 +270,8 @@ def _in_command(spec: CommandSpec, rest: list[str], word: str, images: Images) -
         return _values(spec, flag, word, f"--{flag.long}=", images) if flag else []
     if not flags_done and word.startswith("-"):
         found = [Candidate(HELP_FLAG[0] + " ", HELP_FLAG[1])]
+        if hosts:  # many hosts: the selector as the CLI spells it
+            found += [Candidate("--host ", HOST_FLAG), Candidate("-H ", HOST_FLAG)]
         for f in spec.flags:
             if f.long in used and f.kind != "list":
                 continue
@@ -330,27 +381,94 @@ class EngineImages:
         except Exception:  # engine down, timeout: no candidates
             return None
 
-    async def _wait(self, task: asyncio.Task) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.deadline)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            pass
-
-    def __call__(self) -> list[ImageSummary]:
+    def _fresh(self) -> list[ImageSummary] | None:
+        """The kept list while it is fresh, else None."""
         if self._at is not None and self._clock() - self._at < self.ttl:
             return self._images
-        loop = self._runner.get_loop()
-        if loop.is_running() or loop.is_closed():
-            return self._images if self._at is not None else []
+        return None
+
+    def _start(self, loop) -> asyncio.Task:
         if self._task is None:
             self._task = loop.create_task(self._fetch())
-        self._runner.run(self._wait(self._task))
-        if not self._task.done():
+        return self._task
+
+    def _collect(self) -> list[ImageSummary]:
+        """The fetch's result once it is done (kept for ``ttl``); [] while it runs."""
+        if self._task is None or not self._task.done():
             return []
         task, self._task = self._task, None
         result = None if task.cancelled() else task.result()
         self._images, self._at = (result or []), self._clock()
         return self._images
+
+    def __call__(self) -> list[ImageSummary]:
+        return gather_images([self], self._runner, self.deadline)
+
+
+def gather_images(sources: Sequence[EngineImages], runner: asyncio.Runner, deadline: float) -> list[ImageSummary]:
+    """The images of every source: fresh lists as they are; the others fetched
+    at once and waited for together, at most ``deadline`` seconds in all
+    (one slow engine costs Tab that, never one deadline per engine)."""
+    out: list[ImageSummary] = []
+    stale: list[EngineImages] = []
+    for source in sources:
+        fresh = source._fresh()
+        if fresh is not None:
+            out += fresh
+        else:
+            stale.append(source)
+    if not stale:
+        return out
+    loop = runner.get_loop()
+    if loop.is_running() or loop.is_closed():
+        return out + [img for source in stale if source._at is not None for img in source._images]
+    tasks = [source._start(loop) for source in stale]
+
+    async def wait() -> None:
+        try:
+            await asyncio.wait(tasks, timeout=deadline)  # never cancels them: a late answer is kept
+        except asyncio.CancelledError:
+            pass
+
+    runner.run(wait())
+    for source in stale:
+        out += source._collect()
+    return out
+
+
+class FleetImages:
+    """Many hosts: the images of the host(s) a selector names, one
+    :class:`EngineImages` (cache, background fetch) per host. ``None`` names
+    the fleet's default host (the shell has no channel); a group or ``all``
+    gives the images of all its hosts, asked at once within one deadline; an
+    unknown name gives nothing."""
+
+    def __init__(self, fleet, runner: asyncio.Runner, *, deadline: float = DEADLINE, ttl: float = TTL,
+                 clock: Callable[[], float] = time.monotonic):
+        self._fleet = fleet
+        self._runner = runner
+        self.deadline = deadline
+        self.hosts = {name: EngineImages(fleet.services(name).engine, runner, deadline=deadline, ttl=ttl,
+                                         clock=clock) for name in fleet.names}
+
+    def __call__(self, selector: str | None = None) -> list[ImageSummary]:
+        from handlers.errors import UsageError
+
+        try:
+            names = self._fleet.resolve(selector)
+        except UsageError:
+            return []
+        return gather_images([self.hosts[n] for n in names if n in self.hosts], self._runner, self.deadline)
+
+
+def fleet_targets(fleet) -> dict[str, str]:
+    """``@`` words for a fleet: its hosts, groups and ``all``, described."""
+    from handlers.fleet import ALL
+
+    out = {name: "default host" if name == fleet.default else "host" for name in fleet.names}
+    out.update({group: "group: " + ", ".join(members) for group, members in fleet.groups.items()})
+    out[ALL] = "every host"
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -361,10 +479,11 @@ class ShellCompleter:
     """readline's completer and display hook over :func:`complete`."""
 
     def __init__(self, readline, images: Images | None = None, targets: Targets | None = None, *,
-                 prompt: str = PROMPT, out=None):
+                 prompt: str = PROMPT, out=None, host_images: HostImages | None = None):
         self.readline = readline
         self.images = images
         self.targets = targets
+        self.host_images = host_images
         self.prompt = prompt
         self.out = out
         self.matches: list[Candidate] = []
@@ -376,7 +495,8 @@ class ShellCompleter:
             if state == 0:
                 line = self.readline.get_line_buffer()
                 begin, end = self.readline.get_begidx(), self.readline.get_endidx()
-                self.matches = complete(line[:begin], line[begin:end], images=self.images, targets=self.targets)
+                self.matches = complete(line[:begin], line[begin:end], images=self.images, targets=self.targets,
+                                        host_images=self.host_images)
             return self.matches[state].text if state < len(self.matches) else None
         except Exception:  # readline would swallow it anyway; never break the prompt
             return None
@@ -424,10 +544,17 @@ def _forced_redisplay(readline) -> Callable[[], None] | None:
 
 def install(readline, services, runner: asyncio.Runner, *, prompt: str = PROMPT,
             targets: Targets | None = None) -> ShellCompleter | None:
-    """Turn Tab completion on for the interactive shell (nothing without readline)."""
+    """Turn Tab completion on for the interactive shell (nothing without readline).
+    Many hosts (``services.fleet``): ``@`` completes the fleet's hosts and
+    groups, and image names come from the host the line names."""
     if readline is None:
         return None
-    completer = ShellCompleter(readline, EngineImages(services.engine, runner), targets, prompt=prompt)
+    fleet = getattr(services, "fleet", None)
+    if fleet is not None:
+        completer = ShellCompleter(readline, None, targets or (lambda: fleet_targets(fleet)), prompt=prompt,
+                                   host_images=FleetImages(fleet, runner))
+    else:
+        completer = ShellCompleter(readline, EngineImages(services.engine, runner), targets, prompt=prompt)
     readline.set_completer(completer.complete)
     readline.set_completer_delims(" \t\n")  # words are whole: "--filter=dangling=", "host:5000/name:tag"
     if "libedit" in (readline.__doc__ or ""):  # macOS: libedit's own binding syntax, no display hook

@@ -55,6 +55,13 @@ def _take_target(words: list[str]) -> tuple[list[str], str | None]:
     return out, selected
 
 
+def split_line_target(words: list[str]) -> tuple[list[str], str | None]:
+    """``words`` (without ``/`` or ``docker``) and their host selector, taken
+    exactly as the one parse takes it: for a front end reading a line being
+    typed (Tab completion). Raises UsageError as the parse would."""
+    return _take_target(words)
+
+
 def command_words(text: str) -> list[str]:
     """The words of a command line, without a leading ``/`` or ``docker``
     (``/images -a``, ``docker images -a`` and ``images -a`` are one command).

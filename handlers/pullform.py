@@ -11,11 +11,19 @@ module is the neutral part of it:
   ``handlers/search.py``). Each lookup is bounded (``timeout``, at most
   :data:`MAX_CHOICES` choices) and what an index or registry sends is data:
   only names and tags that follow the distribution grammar are offered;
-* :func:`pull_line`: the ``docker pull [--platform P] REF`` line a typed
-  ``/pull`` would be, built from the fields after checking each against the
-  grammar, so that no field can add a flag or an argument; errors come per
+* :func:`pull_line`: the ``docker pull [@HOST] [--platform P] REF`` line a
+  typed ``/pull`` would be, built from the fields after checking each against
+  the grammar, so that no field can add a flag or an argument; errors come per
   field, in the words the typed command would get. The line is then run
   like a typed one (dispatch: parse, authorise, pull, audit).
+
+Many hosts (``handlers/fleet.py``): the form gets a fifth field, the host.
+:func:`host_choices` lists the hosts and groups this person may pull on (each
+host's own roles decide; a group or ``all`` only when every host of it
+allows) and which one starts chosen (the conversation's default host, else
+the fleet's default); :func:`suggestions_from` is the host whose engine the
+suggestions come from (its images, its registry security, its lane); the
+submitted line names the host as a typed one would (``@name``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from . import refs
 from .argv import quote_line
 from .context import Actor, Services
 from .errors import DockhandError, EngineError, UsageError
+from .fleet import ALL
 
 MAX_CHOICES = 50  # suggestions offered at most (Slack takes 100)
 SEARCH_LIMIT = 25  # results asked of an index
@@ -39,6 +48,7 @@ HUB = "docker.io"
 FIELDS = ("registry", "repository", "tag", "platform")
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
                    r"|\[[0-9a-fA-F:.]+\])(?::[0-9]{1,5})?")
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a fleet's host or group name (bot/hosts_config.py)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -199,7 +209,73 @@ async def tags(services: Services, registry: str, repository: str, query: str, *
     return Choices(tuple(Choice(t, t, "" if t in listed else "as typed") for t in found[:MAX_CHOICES]), note)
 
 
-def pull_line(registry: str, repository: str, tag: str = "", platform: str = "") -> tuple[str, dict[str, str]]:
+def may_pull(services: Services, actor: Actor, *, any_channel: bool = False):
+    """The access policy's refusal of a pull on this host for ``actor`` (None:
+    allowed), as dispatch decides it for a typed ``docker pull``.
+    ``any_channel``: the role alone (a suggestion, which names no channel)."""
+    import dataclasses
+
+    from . import access
+    from .dispatch import parse_command
+
+    command = parse_command("docker pull busybox")
+    policy = services.access()
+    if any_channel:
+        policy = dataclasses.replace(policy, channels=frozenset())
+    return access.authorise(policy, actor, command.effect, command.path, command.role)
+
+
+@dataclass(frozen=True)
+class HostChoices:
+    choices: tuple[Choice, ...]  # hosts, then groups, then "all": those the person may pull on
+    initial: str = ""  # the one chosen when the form opens ("" when there is none)
+
+
+def host_choices(services: Services, actor: Actor, channel: str = "", channel_name: str = "", *,
+                 any_channel: bool = False) -> HostChoices:
+    """The hosts and groups ``actor`` may pull on, in the settings' order, and
+    the one the form starts on: the conversation's default host (or group),
+    else the fleet's default, else the first allowed. Empty with one engine.
+    ``any_channel``: by the roles alone (see :func:`may_pull`)."""
+    hosts = services.fleet
+    if hosts is None:
+        return HostChoices(())
+    allowed = {n for n in hosts.names if may_pull(hosts.services(n), actor, any_channel=any_channel) is None}
+    default = hosts.default
+    here = hosts.channel_default(channel, channel_name)
+    out: list[Choice] = []
+    for name in hosts.names:
+        if name in allowed:
+            what = "this conversation's host" if name == here else ("the default host" if name == default else "")
+            out.append(Choice(name, name, what))
+    for group, members in hosts.groups.items():
+        if members and all(m in allowed for m in members):
+            out.append(Choice(group, group, clean("group: " + ", ".join(members), 200)))
+    if len(hosts.names) > 1 and all(n in allowed for n in hosts.names):
+        out.append(Choice(ALL, ALL, "every host"))
+    values = [c.value for c in out]
+    initial = next((v for v in (here, default) if v and v in values), values[0] if values else "")
+    return HostChoices(tuple(out), initial)
+
+
+def suggestions_from(services: Services, target: str) -> Services | None:
+    """The host whose engine suggests registries, repositories and tags for
+    ``target``: the host itself; for a group, its first host; for ``all``,
+    the default. None for a name the fleet does not know."""
+    hosts = services.fleet
+    if hosts is None:
+        return services if not target or target == services.label else None
+    if target in hosts.targets:
+        return hosts.services(target)
+    if target in hosts.groups and hosts.groups[target]:
+        return hosts.services(hosts.groups[target][0])
+    if target == ALL:
+        return hosts.services(hosts.default)
+    return None
+
+
+def pull_line(registry: str, repository: str, tag: str = "", platform: str = "",
+              host: str = "") -> tuple[str, dict[str, str]]:
     """The command line the form stands for, or the errors per field.
 
     Each field is checked on its own (so the error lands on the right one, in
@@ -208,7 +284,8 @@ def pull_line(registry: str, repository: str, tag: str = "", platform: str = "")
     """
     from .dispatch import parse_command
 
-    registry, repository, tag, platform = (str(x or "").strip() for x in (registry, repository, tag, platform))
+    registry, repository, tag, platform, host = (str(x or "").strip()
+                                                 for x in (registry, repository, tag, platform, host))
     errors: dict[str, str] = {}
 
     def words_of(exc: DockhandError) -> str:
@@ -231,6 +308,8 @@ def pull_line(registry: str, repository: str, tag: str = "", platform: str = "")
                               "use HOST[:PORT], e.g. registry.example.com:5000, or docker.io.")
     if not repository:
         errors["repository"] = "Choose or type a repository, e.g. library/ubuntu or team/app."
+    if host and not _HOST_NAME.fullmatch(host):
+        errors["host"] = f"{refs.quote_input(host, 80)} is not a host name: choose one of the list."
     if errors:
         return "", errors
     name = repository if registry == HUB else f"{registry}/{repository}"
@@ -243,7 +322,8 @@ def pull_line(registry: str, repository: str, tag: str = "", platform: str = "")
         # "docker.io" + "other.registry:5000/x" would pull from another registry than the one chosen
         return "", {"repository": f"{refs.quote_input(repository, 80)} names another registry than "
                                   f"{refs.quote_input(registry, 80)}: give the repository's path on the chosen one."}
-    words = ["docker", "pull"] + (["--platform", platform] if platform else []) + [reference]
+    words = ["docker", "pull"] + (["@" + host] if host else []) + (["--platform", platform] if platform else []) \
+        + [reference]
     line = quote_line(words)
     try:
         command = parse_command(line)
@@ -255,4 +335,6 @@ def pull_line(registry: str, repository: str, tag: str = "", platform: str = "")
             or (parsed.opts.get("platform") or "") != platform or parsed.opts.get("all_tags") \
             or parsed.opts.get("quiet") or parsed.help:
         return "", {"repository": "This is not one image reference: check the repository and tag."}
+    if (command.target or "") != host:
+        return "", {"host": f"{refs.quote_input(host, 80)} is not a host name: choose one of the list."}
     return line, {}

@@ -10,7 +10,9 @@ in a ``block_suggestion`` answer.
 
 from __future__ import annotations
 
-from handlers.pullform import Choices
+import json
+
+from handlers.pullform import Choices, HostChoices
 
 from .blockkit import clip, clip_escaped, code, slen
 
@@ -29,8 +31,13 @@ ACTION_REPOSITORY = "dockhand.pull.repository"
 ACTION_TAG = "dockhand.pull.tag"
 ACTION_PLATFORM = "dockhand.pull.platform"
 ACTION_CHANNEL = "dockhand.pull.channel"
+ACTION_HOST = "dockhand.pull.host"
+# the shortcuts that open the pull form (manifest.yml): from the shortcut menu, and on a message
+# (which names its conversation: the form then starts on that conversation's default host)
+SHORTCUT_PULL = "dockhand.pull.open"
+SHORTCUT_PULL_HERE = "dockhand.pull.here"
 # block_id of each field (response_action "errors" names these)
-BLOCKS = {"registry": "registry", "repository": "repository", "tag": "tag", "platform": "platform",
+BLOCKS = {"host": "host", "registry": "registry", "repository": "repository", "tag": "tag", "platform": "platform",
           "channel": "channel"}
 # blocks a modal may hold (a message's blocks outside these are shown as text)
 MODAL_BLOCK_TYPES = {"section", "context", "divider", "header", "actions", "input", "image", "rich_text"}
@@ -48,18 +55,39 @@ def _option(label: str, value: str, description: str = "") -> dict:
     return option
 
 
-def pull_form(*, host: str, registry: str, from_conversation: bool = False) -> dict:
+def pull_form(*, host: str, registry: str, from_conversation: bool = False, hosts: HostChoices | None = None) -> dict:
     """``/pull`` with no argument: a form for ``docker pull [--platform P] REGISTRY/REPOSITORY[:TAG]``.
-    ``from_conversation``: opened from a conversation, which the channel menu then starts on."""
-    intro = (f"Pulls an image on {code(host, 200)}, as `docker pull` does, with the same checks as a "
-             "typed `/pull`. Progress and the result are posted in the conversation you choose.")
+    ``from_conversation``: opened from a conversation, which the channel menu then starts on.
+    ``hosts`` (many hosts): a host menu first, starting on ``hosts.initial``;
+    the view's ``private_metadata`` remembers that host for the suggestions."""
+    if hosts is not None and hosts.choices:
+        intro = ("Pulls an image on the host you choose, as `docker pull @host` does, with the same checks "
+                 "as a typed `/pull`. Progress and the result are posted in the conversation you choose.")
+    else:
+        intro = (f"Pulls an image on {code(host, 200)}, as `docker pull` does, with the same checks as a "
+                 "typed `/pull`. Progress and the result are posted in the conversation you choose.")
     conversation = {"type": "conversations_select", "action_id": ACTION_CHANNEL, "response_url_enabled": True,
                     "placeholder": _plain("Where to post the progress", MAX_PLACEHOLDER),
                     "filter": {"include": ["public", "private"], "exclude_bot_users": True}}
     if from_conversation:
         conversation["default_to_current_conversation"] = True
-    blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": intro}},
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": intro}}]
+    metadata = ""
+    if hosts is not None and hosts.choices:
+        menu = [_option(c.label, c.value, c.description) for c in hosts.choices[:MAX_OPTIONS]
+                if c.value and slen(c.value) <= MAX_OPTION_VALUE]
+        element = {"type": "static_select", "action_id": ACTION_HOST, "options": menu,
+                   "placeholder": _plain("Choose a host", MAX_PLACEHOLDER)}
+        chosen = next((o for o in menu if o["value"] == hosts.initial), None)
+        if chosen is not None:
+            element["initial_option"] = chosen
+            metadata = json.dumps({"host": hosts.initial})
+        blocks.append({"type": "input", "block_id": BLOCKS["host"], "dispatch_action": True,
+                       "label": _plain("Host", MAX_LABEL),
+                       "hint": _plain("Suggestions below come from this host's engine; a group's from its "
+                                      "first host. The pull runs on every host of a group.", MAX_LABEL),
+                       "element": element})
+    blocks += [
         {"type": "input", "block_id": BLOCKS["registry"], "dispatch_action": True,
          "label": _plain("Registry", MAX_LABEL),
          "hint": _plain("Type a HOST[:PORT] to use another registry; docker.io is Docker Hub.", MAX_LABEL),
@@ -82,9 +110,22 @@ def pull_form(*, host: str, registry: str, from_conversation: bool = False) -> d
         {"type": "input", "block_id": BLOCKS["channel"], "label": _plain("Post progress in", MAX_LABEL),
          "element": conversation},
     ]
-    return {"type": "modal", "callback_id": PULL_CALLBACK, "title": _plain("Pull an image", MAX_TITLE),
+    view = {"type": "modal", "callback_id": PULL_CALLBACK, "title": _plain("Pull an image", MAX_TITLE),
             "submit": _plain("Pull", MAX_TITLE), "close": _plain("Cancel", MAX_TITLE),
             "blocks": blocks}
+    if metadata:
+        view["private_metadata"] = metadata
+    return view
+
+
+def form_host(view: dict) -> str:
+    """The host the form started on (its ``private_metadata``), "" for none."""
+    try:
+        meta = json.loads((view or {}).get("private_metadata") or "{}")
+    except ValueError:
+        return ""
+    host = meta.get("host") if isinstance(meta, dict) else ""
+    return host if isinstance(host, str) else ""
 
 
 def options(found: Choices) -> dict:

@@ -52,7 +52,8 @@ def _listener(runtime: SlackRuntime, verb: str):
                 # `/pull` alone opens the pull form (bot/slack/modals.py): at once, while the
                 # trigger_id is good (3 s). `/docker pull` alone stays the CLI's usage error.
                 await forms.open(client, command.get("trigger_id", ""), user_id=command.get("user_id", ""),
-                                 user_name=command.get("user_name", ""), channel=channel, respond=respond)
+                                 user_name=command.get("user_name", ""), channel=channel,
+                                 channel_name=str(command.get("channel_name", ""))[:80], respond=respond)
                 return
             actor = await runtime.actor(command.get("user_id", ""), command.get("user_name", ""), channel,
                                         str(command.get("channel_name", "")))

@@ -1,4 +1,5 @@
-"""The pull form: ``/pull`` alone (or the Home tab's button) opens a modal.
+"""The pull form: ``/pull`` alone, the Home tab's button, or a shortcut (Slack's
+shortcut menu, or a message's menu) opens a modal.
 
 * Opening: right after the ack (a ``trigger_id`` is good for 3 seconds), the
   person's role is checked first (``handlers.access``, the one place): someone
@@ -17,6 +18,13 @@
   one (the line goes through dispatch); otherwise the modal closes and the
   line runs exactly as a typed ``/pull`` in the chosen conversation
   (``SlackRuntime.run``: announced in the channel, progress, result, record).
+* Many hosts: a host menu comes first, listing the hosts and groups the
+  person may pull on (each host's roles), starting on the conversation's
+  default host; the suggestions come from the chosen host's engine (its
+  images, registries, insecure-registry settings) and are cached per host;
+  the submitted line names the host (``docker pull @name REF``), so its role
+  check, announcement, progress and audit are those of a typed
+  ``/pull @name REF``. With one engine the form has no host menu.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from bot.render import modals as views
 from handlers import access
 from handlers import pullform
 from handlers.context import Actor, Services
-from handlers.dispatch import parse_command
+from handlers.dispatch import hosts_for_line, parse_command
 from handlers.errors import DockhandError
 from handlers.replies import error_reply
 
@@ -84,19 +92,37 @@ class PullForms:
         except asyncio.TimeoutError:
             return Actor(id=user_id, name=user_name, via="slack", channel=channel)
 
-    def denial(self, actor: Actor):
+    def denial(self, actor: Actor, line: str = _PROBE):
+        """The first refusal of ``line`` for ``actor`` on the host(s) it names (None: allowed)."""
+        return next(iter(self.denials(actor, line).values()), None)
+
+    def denials(self, actor: Actor, line: str) -> dict:
+        """The refusals of ``line`` for ``actor``, by the host that refuses (each by its own roles)."""
         from .runtime import access_denial
 
-        return access_denial(parse_command(_PROBE), actor, self.services)
+        command = parse_command(line)
+        found = {}
+        for here in hosts_for_line(line, actor, self.services)[1]:
+            denial = access_denial(command, actor, here)
+            if denial is not None:
+                found[here.label] = denial
+        return found
+
+    def host_of(self, view: dict) -> str:
+        """The host chosen on a form: its menu, else the one it opened on."""
+        return self.chosen(view, "host", views.ACTION_HOST) or views.form_host(view)
 
     # -- opening
 
     async def open(self, client, trigger_id: str, *, user_id: str, user_name: str = "", channel: str = "",
-                   respond=None) -> None:
+                   channel_name: str = "", respond=None) -> None:
         """Open the form for this person, or tell them why not (``respond``:
-        the slash command's response_url; without one, a modal says it)."""
+        the slash command's response_url; without one, a modal says it).
+        Many hosts: the form opens when the person may pull on one host at
+        least, and starts on the conversation's default host."""
         actor = await self._actor(user_id, user_name, channel)
-        denial = self.denial(actor)
+        hosts = pullform.host_choices(self.services, actor, channel, channel_name)
+        denial = self.denial(actor) if not hosts.choices else None
         if denial is not None:
             if respond is not None:
                 reply = error_reply("docker pull", denial.message, denial.hint).with_context(
@@ -108,7 +134,7 @@ class PullForms:
                     "Pull an image", f"{denial.message} {denial.hint}"))
             return
         view = views.pull_form(host=self.runtime.host, registry=pullform.default_registry(self.services),
-                               from_conversation=bool(channel))
+                               from_conversation=bool(channel), hosts=hosts)
         try:
             await client.views_open(trigger_id=trigger_id, view=view)
         except SlackApiError as exc:
@@ -153,26 +179,32 @@ class PullForms:
         return found
 
     async def suggest(self, body: dict) -> dict:
-        """The options for one ``block_suggestion``: empty for someone without a role."""
+        """The options for one ``block_suggestion``: empty for someone without
+        a role (on the chosen host, with many hosts), or for an unknown host."""
         user = body.get("user") or {}
         actor = await self._actor(user.get("id", ""), user.get("username") or user.get("name", ""), "")
-        if self.services.access().role_of(actor) < access.Role.VIEWER:
+        view = body.get("view") or {}
+        target = self.host_of(view) if self.services.fleet is not None else ""
+        mine = pullform.host_choices(self.services, actor, any_channel=True).choices  # the roles: no channel here
+        if target and target not in {c.value for c in mine}:
+            return {"options": []}  # many hosts: only the hosts the person may pull on suggest anything
+        services = pullform.suggestions_from(self.services, target)
+        if services is None or services.access().role_of(actor) < access.Role.VIEWER:
             return {"options": []}
         action = body.get("action_id", "")
         query = str(body.get("value") or "")[:MAX_QUERY]
-        view = body.get("view") or {}
-        services = self.services
+        host = services.label  # suggestions are the host's own: cached per host
         registry = self.chosen(view, "registry", views.ACTION_REGISTRY) or pullform.default_registry(services)
         if action == views.ACTION_REGISTRY:
             known = tuple(login.registry for login in getattr(self.runtime.settings, "registry_logins", ()))
-            found = await self._cached(("registry", query.lower()), lambda: pullform.registries(
+            found = await self._cached(("registry", host, query.lower()), lambda: pullform.registries(
                 services, query, known=known, timeout=SUGGEST_TIMEOUT))
         elif action == views.ACTION_REPOSITORY:
-            found = await self._cached(("repository", registry, query.lower()), lambda: pullform.repositories(
+            found = await self._cached(("repository", host, registry, query.lower()), lambda: pullform.repositories(
                 services, actor, registry, query, no_search=self.no_search, timeout=SUGGEST_TIMEOUT))
         elif action == views.ACTION_TAG:
             repository = self.chosen(view, "repository", views.ACTION_REPOSITORY)
-            found = await self._cached(("tag", registry, repository, query.lower()), lambda: pullform.tags(
+            found = await self._cached(("tag", host, registry, repository, query.lower()), lambda: pullform.tags(
                 services, registry, repository, query, timeout=SUGGEST_TIMEOUT))
         else:
             found = pullform.Choices(())
@@ -187,7 +219,16 @@ class PullForms:
                   "tag": _selected(values, views.BLOCKS["tag"], views.ACTION_TAG),
                   "platform": _selected(values, views.BLOCKS["platform"], views.ACTION_PLATFORM)}
         channel = _selected(values, views.BLOCKS["channel"], views.ACTION_CHANNEL)
+        hosts = self.services.fleet
+        if hosts is not None:  # many hosts: the line names the chosen one, as a typed `/pull @name` does
+            fields["host"] = self.host_of(view)  # the menu's value; else the host it showed when it opened
         line, errors = pullform.pull_line(**fields)
+        if hosts is not None and "host" not in errors:
+            host = fields["host"]
+            if not host:
+                errors["host"] = "Choose the host to pull on."
+            elif pullform.suggestions_from(self.services, host) is None:
+                errors["host"] = blockkit.clip(f"unknown host {host[:60]!r}: {hosts.known()}.", 1000)
         if not _CONVERSATION.fullmatch(channel or ""):
             errors["channel"] = "Choose the conversation where the progress is posted."
         if errors:
@@ -196,12 +237,20 @@ class PullForms:
             return
         user = body.get("user") or {}
         actor = await self._actor(user.get("id", ""), user.get("username") or user.get("name", ""), channel)
-        denial = self.denial(actor)
-        if denial is not None:
-            await ack(response_action="errors",
-                      errors={views.BLOCKS["repository"]: blockkit.clip(f"{denial.message} {denial.hint}", 1000)})
+        refused = self.denials(actor, line)  # on the host(s) the line names, each by its own roles
+        if refused:
+            denial = next(iter(refused.values()))
+            field = "host" if hosts is not None else "repository"
+            where = f"On {', '.join(refused)}: " if hosts is not None and pullform.suggestions_from(
+                self.services, fields["host"]) is not None and fields["host"] not in refused else ""
+            await ack(response_action="errors", errors={views.BLOCKS[field]: blockkit.clip(
+                f"{where}{denial.message} {denial.hint}", 1000)})
             async with self.runtime.job():
-                await self.runtime.dispatch(line, actor)  # the refusal is audited like a typed /pull's
+                # the refusal is audited like a typed /pull's, on each host that refuses (and
+                # nothing is pulled on a group's other hosts: the form was refused as a whole)
+                for name in (refused if hosts is not None else ("",)):
+                    denied_line = pullform.pull_line(**dict(fields, host=name))[0] if name else line
+                    await self.runtime.dispatch(denied_line, actor)
             return
         await ack()  # closes the form; the pull is announced in the channel
         response_url = next((r.get("response_url") for r in body.get("response_urls") or ()
@@ -230,7 +279,8 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
 
     async def on_choice(ack, body: dict, action: dict) -> None:
         await ack()
-        field = "registry" if action.get("action_id") == views.ACTION_REGISTRY else "repository"
+        field = {views.ACTION_REGISTRY: "registry", views.ACTION_HOST: "host"}.get(action.get("action_id"),
+                                                                                    "repository")
         value = ((action.get("selected_option") or {}).get("value") or "")[:MAX_QUERY]
         forms.remember(((body.get("view") or {}).get("id") or ""), field, value)
 
@@ -241,9 +291,27 @@ def register(app, services: Services, settings: Settings, *, runtime: SlackRunti
             with contextlib.suppress(Exception):
                 await ack(response_action="errors", errors={views.BLOCKS["repository"]: exc.message[:1000]})
 
+    async def on_shortcut(ack, body: dict, client) -> None:
+        """The pull form from Slack's shortcut menu (no conversation: the
+        default host first) or from a message's menu (its conversation's
+        default host first; a refusal answers in that conversation, privately)."""
+        await ack()
+        user = body.get("user") or {}
+        channel = body.get("channel") or {}
+        response_url = body.get("response_url") if body.get("type") == "message_action" else None
+        respond = runtime.responder(response_url) if response_url else None
+        async with runtime.job(respond):
+            await forms.open(client, str(body.get("trigger_id") or ""), user_id=str(user.get("id") or ""),
+                             user_name=str(user.get("username") or user.get("name") or ""),
+                             channel=str(channel.get("id") or ""), channel_name=str(channel.get("name") or "")[:80],
+                             respond=respond)
+
+    app.shortcut(views.SHORTCUT_PULL)(on_shortcut)
+    app.shortcut(views.SHORTCUT_PULL_HERE)(on_shortcut)
     for action in (views.ACTION_REGISTRY, views.ACTION_REPOSITORY, views.ACTION_TAG):
         app.options(action)(on_suggestion)
     app.action(views.ACTION_REGISTRY)(on_choice)
     app.action(views.ACTION_REPOSITORY)(on_choice)
+    app.action(views.ACTION_HOST)(on_choice)
     app.view(views.PULL_CALLBACK)(on_submit)
     return forms

@@ -129,6 +129,8 @@ def _element_problems(el, where: str, problems: list[str], *, in_input: bool, mo
                 problems.append(f"{where}: {len(opts)} options (1-100)")
             for i, opt in enumerate(opts):
                 _option_problems(opt, f"{where}/options/{i}", problems)
+            if "initial_option" in el and el["initial_option"] not in opts:
+                problems.append(f"{where}/initial_option: must be one of the options")  # Slack refuses it
         if kind == "external_select":
             mql = el.get("min_query_length", 3)
             if not isinstance(mql, int) or isinstance(mql, bool) or mql < 0:
@@ -429,6 +431,22 @@ def suggestion(view: dict, action_id: str, value: str, *, user_id: str, user_nam
             "token": "legacy-verification-token", "action_id": action_id, "block_id": el["block_id"],
             "value": value, "team": {"id": "T0DOCKHAND", "domain": "dockhand-test"},
             "view": with_state(view, values or {}), "is_enterprise_install": False, "enterprise": None}
+
+
+def shortcut(callback_id: str, *, user_id: str, user_name: str, trigger_id: str, channel_id: str = "",
+             channel_name: str = "", response_url: str = "") -> dict:
+    """A global shortcut (``shortcut``, from the shortcut menu: no conversation) or,
+    with ``channel_id``, a message shortcut (``message_action``) as Slack sends them."""
+    base = {"team": {"id": "T0DOCKHAND", "domain": "dockhand-test"}, "user": _user(user_id, user_name),
+            "api_app_id": "ADOCKHAND", "token": "legacy-verification-token", "callback_id": callback_id,
+            "trigger_id": trigger_id, "action_ts": f"{time.time():.6f}", "is_enterprise_install": False,
+            "enterprise": None}
+    if not channel_id:
+        return dict(base, type="shortcut")
+    ts = f"{time.time():.6f}"
+    return dict(base, type="message_action", channel={"id": channel_id, "name": channel_name},
+                message={"type": "message", "user": "U0SOMEONE", "ts": ts, "text": "deploying app:1.2"},
+                message_ts=ts, response_url=response_url)
 
 
 def view_click(view: dict, element: dict, *, user_id: str, user_name: str, trigger_id: str,

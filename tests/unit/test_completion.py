@@ -235,6 +235,62 @@ def test_targets_extension_point():
     assert texts("@prod ", "ima", targets=targets) == ["image ", "images "]  # a selector is not the command
 
 
+HOSTS = {"alpha": "default host", "bravo": "host", "web": "group: alpha, bravo", "all": "every host"}
+PER_HOST = {"alpha": [IMAGES[0]], "bravo": [IMAGES[1]]}
+
+
+def on_hosts(before: str, word: str = "") -> tuple[list[str], list]:
+    """Candidates with many hosts, and the selectors host_images was asked for."""
+    asked = []
+
+    def host_images(selector):
+        asked.append(selector)
+        return PER_HOST.get(selector or "alpha", [])
+
+    found = [c.text for c in complete(before, word, targets=lambda: HOSTS, host_images=host_images)]
+    return found, asked
+
+
+def test_hosts_complete_after_at_after_dash_h_and_in_host_equals():
+    assert on_hosts("images ", "@b")[0] == ["@bravo "]
+    assert on_hosts("images -H ", "")[0] == ["all ", "alpha ", "bravo ", "web "]
+    assert on_hosts("--host ", "w")[0] == ["web "]
+    assert on_hosts("images ", "--host=a")[0] == ["--host=all ", "--host=alpha "]
+    assert "-H " in on_hosts("rmi ", "-")[0] and "--host " in on_hosts("rmi ", "--")[0]
+    assert "-H " not in texts("rmi ", "-")  # one engine: no host flag
+    assert not {"alpha ", "all "} & set(texts("images -H ", ""))  # nor host names
+
+
+@pytest.mark.parametrize("before,selector", [
+    ("rmi @bravo ", "bravo"), ("rmi -H bravo ", "bravo"), ("-H bravo rmi ", "bravo"), ("docker -H bravo rmi ", "bravo"),
+    ("/rmi --host=bravo ", "bravo"), ("@bravo image rm ", "bravo"), ("images -Hbravo ", "bravo"),
+    ("rmi ", None), ("pull @web ", "web"), ("run @bravo ", "bravo"),
+])
+def test_image_names_come_from_the_host_the_line_names(before, selector):
+    found, asked = on_hosts(before, "")
+    assert asked == [selector]
+    expected = "ubuntu" if selector == "bravo" else None
+    if expected:
+        assert expected in found and not any("busybox" in f for f in found)
+
+
+def test_no_host_names_where_dispatch_would_not_read_them():
+    assert on_hosts("run busybox echo ", "@")[0] == []  # the container's own words
+    assert on_hosts("run busybox echo -H ", "")[0] == []
+    assert on_hosts("run -H ", "b")[0] == ["bravo "] and on_hosts("run ", "@b")[0] == ["@bravo "]
+    assert on_hosts("images @alpha ", "@")[0] == []  # a second selector would be refused
+    assert on_hosts("docker ", "--host=w")[0] == ["--host=web "]
+
+
+def test_no_images_where_the_host_is_unclear_or_the_run_command_begins():
+    found, asked = on_hosts("rmi @alpha @bravo ", "")  # two hosts: the command would be refused
+    assert found == [] and asked == []
+    found, asked = on_hosts("rmi -f ", "")
+    assert asked == [None] and "127.0.0.1:5000/dockhand/busybox" in found
+    found, asked = on_hosts("run busybox @bravo ", "")  # the container's words: nothing to complete
+    assert found == [] and asked == []
+
+
 def test_every_filter_command_is_mapped():
     """A new command with a --filter flag must say which filters it accepts."""
     for spec in TABLE:
@@ -309,6 +365,49 @@ def test_engine_images_inside_a_running_loop_does_not_fetch():
 
         assert runner.run(inside()) == []
         assert engine.calls == 0
+
+
+class FakeFleet:
+    def __init__(self, engines, default="alpha", groups=None):
+        from handlers.context import Services
+        from handlers.fleet import Fleet
+
+        self.fleet = Fleet({n: Services(engine=e, host_label=n) for n, e in engines.items()}, default,
+                           groups or {})
+        for services in self.fleet.targets.values():
+            services.fleet = self.fleet
+
+
+def test_fleet_images_asks_a_groups_hosts_at_once_within_one_deadline():
+    from bot.completion import FleetImages
+
+    fast, slow = SlowEngine(delay=0, images=[IMAGES[0]]), SlowEngine(delay=5, images=[IMAGES[1]])
+    fleet = FakeFleet({"alpha": fast, "bravo": slow, "charlie": SlowEngine(delay=5)},
+                      groups={"web": ("alpha", "bravo", "charlie")}).fleet
+    with asyncio.Runner() as runner:
+        source = FleetImages(fleet, runner, deadline=0.3, ttl=5)
+        t0 = time.monotonic()
+        assert source("web") == [IMAGES[0]]  # the frozen hosts give nothing, once
+        assert time.monotonic() - t0 < 0.6  # one deadline, not one per host
+        assert source(None) == [IMAGES[0]] and fast.calls == 1  # the default host, cached
+        t0 = time.monotonic()
+        assert source("bravo") == [] and time.monotonic() - t0 < 0.6
+        assert slow.calls == 1  # still in flight: not asked again
+        assert source("zulu") == []
+
+
+def test_install_with_a_fleet_completes_its_hosts():
+    fleet = FakeFleet({"alpha": SlowEngine(0), "bravo": SlowEngine(0)}, groups={"web": ("alpha", "bravo")}).fleet
+    rl = FakeReadline()
+    with asyncio.Runner() as runner:
+        completer = install(rl, fleet.services("alpha"), runner)
+        rl.line = "images @"
+        assert [completer.complete("@", i) for i in range(5)] == ["@all ", "@alpha ", "@bravo ", "@web ", None]
+        assert fleet_targets_of(completer)["web"] == "group: alpha, bravo"
+
+
+def fleet_targets_of(completer):
+    return completer.targets()
 
 
 # --------------------------------------------------------------- readline glue

@@ -13,7 +13,7 @@ import pytest
 
 from bot.render.modals import ACTION_REGISTRY, ACTION_REPOSITORY, ACTION_TAG, PULL_CALLBACK
 from tests.fakes.slack_harness import clean_slack_env, engine_services, fake_slack, slack_app  # noqa: F401
-from tests.fakes.slack_views import elements, options_problems, send_interactive, submission, suggestion, \
+from tests.fakes.slack_views import elements, options_problems, send_interactive, shortcut, submission, suggestion, \
     view_problems, view_text, views_of
 
 OPS = frozenset({"UOPS"})
@@ -76,7 +76,26 @@ async def test_pull_alone_opens_the_form(slack_app, engine_services, stack):
     assert "`form-host`" in view_text(view)
     registry = next(el for el in elements(view) if el.get("action_id") == ACTION_REGISTRY)
     assert registry["initial_option"]["value"] == stack.index  # DOCKHAND_SEARCH_INDEX's registry first
+    assert "host" not in {el["block_id"] for el in elements(view)}  # one engine: no host menu
     assert not h.fake.responses(), "the form is the answer"
+
+
+async def test_the_shortcut_opens_the_same_form_and_a_viewer_gets_the_refusal_in_a_modal(slack_app,
+                                                                                       engine_services):
+    from bot.render.modals import SHORTCUT_PULL
+
+    h = await slack_app(engine_services(operators=OPS, host_label="form-host"))
+    typed = await _open_form(h)
+    status, _, _ = await send_interactive(h, shortcut(SHORTCUT_PULL, user_id="UOPS", user_name="ops",
+                                                      trigger_id=views_of(h.fake).issue()))
+    assert status == 200
+    opened = (await h.fake.wait_for("api", "views.open", count=2))[1].response["view"]
+    assert opened["blocks"][:-1] == typed["blocks"][:-1]  # the form a typed /pull opens (its channel menu aside)
+    await send_interactive(h, shortcut(SHORTCUT_PULL, user_id="UVIEW", user_name="viewer",
+                                       trigger_id=views_of(h.fake).issue()))
+    refused = (await h.fake.wait_for("api", "views.open", count=3))[2].response["view"]
+    assert view_problems(refused) == []
+    assert "`docker pull` needs the operator role; you have viewer." in view_text(refused)
 
 
 async def test_docker_pull_alone_stays_the_clis_usage_error(slack_app, engine_services):

@@ -103,3 +103,8 @@ def test_manifest_declares_what_the_app_handles():
     assert re.search(r"^\s+socket_mode_enabled: (true|false)$", text, re.M)
     assert all(re.search(rf"command: {re.escape(c)}\n(?:\s+\w+: .*\n)*?\s+usage_hint: \S", text)
                for c in SLASH_COMMANDS)
+    from bot.render.modals import SHORTCUT_PULL, SHORTCUT_PULL_HERE
+
+    # the pull form's shortcuts: from the shortcut menu, and on a message
+    assert re.findall(r"^\s+type: (global|message)\n\s+callback_id: (\S+)$", text, re.M) == \
+        [("global", SHORTCUT_PULL), ("message", SHORTCUT_PULL_HERE)]
