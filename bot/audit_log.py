@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from handlers.audit import COLUMNS, audit_row
 
@@ -241,10 +241,20 @@ class AuditLog:
         Durable when it returns (fsynced). Raises on any failure, including a
         log whose end does not match its head (:class:`AuditLogError`).
         """
-        clash = [k for k in RESERVED if k in fields]
-        if clash:
-            raise ValueError(f"audit fields may not set {', '.join(clash)}: the log sets them")
-        body = _jsonable(dict(fields))
+        return self.append_all([fields])[-1]
+
+    def append_all(self, many: Sequence[Mapping]) -> list[dict]:
+        """Append several records in order, in one write, one fsync and one
+        head update: all of them are durable when it returns, or none is
+        appended. Returns them with their seq/prev/hash."""
+        bodies = []
+        for fields in many:
+            clash = [k for k in RESERVED if k in fields]
+            if clash:
+                raise ValueError(f"audit fields may not set {', '.join(clash)}: the log sets them")
+            bodies.append(_jsonable(dict(fields)))
+        if not bodies:
+            return []
         with self._lock:
             # Opened per append, not kept open: if the file is moved aside
             # (rotation) or deleted, we write to the file at the path, and the
@@ -252,11 +262,11 @@ class AuditLog:
             fd, created = _open_log(self.path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                return self._append_locked(fd, created, body)
+                return self._append_locked(fd, created, bodies)
             finally:
                 os.close(fd)  # releases the flock
 
-    def _append_locked(self, fd: int, created: bool, body: dict) -> dict:
+    def _append_locked(self, fd: int, created: bool, bodies: list[dict]) -> list[dict]:
         size = os.fstat(fd).st_size
         lines, partial = _tail_lines(fd, size, 1)
         last = None
@@ -275,7 +285,7 @@ class AuditLog:
             # repair itself on the record before the caller's record.
             os.ftruncate(fd, start)
             new.append({"event": "recovered", "at": time.time(), "detail": {"dropped_bytes": partial}})
-        new.append(body)
+        new.extend(bodies)
 
         records = []
         seq, prev = last_seq, last_hash
@@ -297,7 +307,7 @@ class AuditLog:
             _fsync_dir(self.path.parent)
         # Head after the log is durable, so the head is never ahead of it.
         _write_head(self.head_path, seq, prev)
-        return records[-1]
+        return records[len(records) - len(bodies):]
 
     def _check_head(self, fd: int, size: int, last_seq: int, last_hash: str) -> None:
         """Refuse to extend a log that is shorter than its head says.
@@ -330,15 +340,19 @@ class AuditLog:
         if not ok:
             raise AuditLogError(f"record {head['seq']} of {self.path} differs from its head; run verify")
 
-    async def record(self, event: AuditEvent) -> None:
-        """Write ``event`` durably; raise when it cannot (never swallowed: an
-        unaudited destructive action must not proceed)."""
-        # Shallow, then _jsonable converts: dataclasses.asdict would deep-copy
-        # ``detail``, which fails for a read-only mapping (MappingProxyType).
-        fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
-        if not fields["at"]:
-            fields["at"] = time.time()
-        await asyncio.to_thread(self.append, fields)
+    async def record(self, *events: AuditEvent) -> None:
+        """Write ``events`` durably, in order, in one write; raise when it
+        cannot (never swallowed: an unaudited destructive action must not
+        proceed)."""
+        many = []
+        for event in events:
+            # Shallow, then _jsonable converts: dataclasses.asdict would deep-copy
+            # ``detail``, which fails for a read-only mapping (MappingProxyType).
+            fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+            if not fields["at"]:
+                fields["at"] = time.time()
+            many.append(fields)
+        await asyncio.to_thread(self.append_all, many)
 
     # -- reading -------------------------------------------------------------
 

@@ -59,14 +59,24 @@ def _stored(services: Services):
 
 async def audit(services: Services, event: str, op: Operation, actor: Actor | None = None, **detail: Any) -> None:
     """Write one audit event (durably, before the operation moves on)."""
-    if services.audit is None:
-        return
-    await services.audit.record(AuditEvent(
+    if services.audit is not None:
+        await services.audit.record(_audit_event(services, event, op, actor, detail))
+
+
+async def audit_steps(services: Services, op: Operation, actor: Actor | None, *events: str) -> None:
+    """Several events of ``op`` that happen at the same moment (a pull is
+    requested and starts running), written durably in one write."""
+    if services.audit is not None:
+        await services.audit.record(*(_audit_event(services, event, op, actor, {}) for event in events))
+
+
+def _audit_event(services: Services, event: str, op: Operation, actor: Actor | None, detail: dict) -> AuditEvent:
+    return AuditEvent(
         event=event, op=op.id, command=op.command, host=op.host,
         actor=actor.id if actor else "", actor_name=actor.name if actor else "",
         via=actor.via if actor else op.via, requester=op.requester,
         confirmer=op.decided_by if event not in ("requested", "denied") else "",
-        detail=detail, at=services.clock()))
+        detail=detail, at=services.clock())
 
 
 def _kind(call: Call) -> str:
@@ -465,8 +475,7 @@ async def run_write(call: Call) -> Reply:
         return await call.parsed.spec.run(call)
     op = _operation(call, _kind(call), state="running", result={"runner": services.runner})
     await services.store.add(op)
-    await audit(services, "requested", op, call.actor)
-    await audit(services, "running", op, call.actor)
+    await audit_steps(services, op, call.actor, "requested", "running")
     started = time.monotonic()
     try:
         reply = await call.parsed.spec.run(call)

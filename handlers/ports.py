@@ -290,8 +290,9 @@ class AuditEvent:
 
 
 class AuditSink(Protocol):
-    async def record(self, event: AuditEvent) -> None:
-        """Write ``event`` durably before returning; raise when it cannot."""
+    async def record(self, *events: AuditEvent) -> None:
+        """Write ``events`` durably, in order, before returning (several at
+        once: one durable write for all); raise when it cannot."""
         ...
 
     async def tail(self, n: int) -> list[dict]:

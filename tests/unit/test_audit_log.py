@@ -384,6 +384,36 @@ async def test_record_round_trips_an_event(tmp_path):
     assert verify(log.path).ok
 
 
+async def test_events_recorded_together_share_one_write_one_fsync_and_one_head(tmp_path, monkeypatch):
+    log = AuditLog(tmp_path / "a.jsonl")
+    await log.record(AuditEvent(event="requested", op="a", command="docker pull x", host="h", actor="U1"))
+    synced, writes = [], []
+    real_fsync, real_write = audit_log.os.fsync, audit_log.os.write
+    monkeypatch.setattr(audit_log.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(audit_log.os, "write", lambda fd, data: (writes.append(data), real_write(fd, data))[1])
+    event = AuditEvent(event="requested", op="b", command="docker pull y", host="h", actor="U1")
+    await log.record(event, dataclasses.replace(event, event="running"))
+    log_writes = [w for w in writes if w.count(b"\n") == 2]
+    assert len(log_writes) == 1  # both records in one write to the log
+    assert len(synced) == 2  # the log once, the head once (two single records: four)
+    records = await log.tail(3)
+    assert [(r["seq"], r["op"], r["event"]) for r in records] == [(1, "a", "requested"), (2, "b", "requested"),
+                                                                   (3, "b", "running")]
+    assert records[2]["prev"] == records[1]["hash"]
+    head = json.loads((tmp_path / "a.jsonl.head").read_text())
+    assert (head["seq"], head["hash"]) == (3, records[2]["hash"])
+    assert verify(log.path).ok
+
+
+def test_append_all_refuses_every_record_when_one_sets_a_reserved_field(tmp_path):
+    log, before = make_log(tmp_path, 2)
+    with pytest.raises(ValueError, match="seq"):
+        log.append_all([{"event": "ok"}, {"event": "bad", "seq": 9}])
+    assert len(lines_of(log.path)) == 2
+    assert log.append_all([]) == []
+    assert verify(log.path).ok
+
+
 async def test_record_raises_when_it_cannot_write(tmp_path, monkeypatch):
     log = AuditLog(tmp_path / "a.jsonl")
 
