@@ -4,32 +4,19 @@ engine (its unix socket, or TCP with or without TLS; ``DockerEngine.remove_many`
 
 from __future__ import annotations
 
-import http.client
 import json
 import urllib.parse
 from typing import Iterable, Mapping
 
 from bot.connection import EngineTarget
 from bot.engine_errors import OP_REMOVE, map_error
+from bot.engine_http import EngineConnection
 from handlers.errors import EngineError
 from handlers.ports import RemoveResult
 
 
 # --------------------------------------------------------------------------
 # batched removals
-
-
-class _EngineConnection(http.client.HTTPConnection):
-    """One kept-alive HTTP connection to the engine: unix socket, TCP, or TLS
-    over TCP with the target's CA, certificate and key."""
-
-    def __init__(self, target: EngineTarget, timeout: float):
-        host, port = ("localhost", None) if target.unix_path is not None else target.address
-        super().__init__(host, port, timeout=timeout)
-        self._target = target
-
-    def connect(self) -> None:
-        self.sock = self._target.connect(self.timeout)
 
 
 def _api_error(status: int, reason: str, body: bytes) -> Exception:
@@ -49,7 +36,7 @@ def _api_error(status: int, reason: str, body: bytes) -> Exception:
 def _remove_over_one_connection(target: EngineTarget, version: str, calls: list[tuple[str, bool, bool]],
                                 timeout: float) -> list[RemoveResult | EngineError]:
     host = target.url
-    conn = _EngineConnection(target, timeout)
+    conn = EngineConnection(target, timeout)  # kept alive from one removal to the next
     out: list[RemoveResult | EngineError] = []
     try:
         for i, (ref, force, noprune) in enumerate(calls):

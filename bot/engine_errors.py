@@ -9,7 +9,6 @@ daemon: …``); :func:`map_stream_error` does it for an error reported inside a
 
 from __future__ import annotations
 
-import http.client
 import re
 import socket
 import ssl
@@ -204,10 +203,14 @@ def _transport_reason(exc: BaseException) -> str:
     for e in _walk(exc):
         if isinstance(e, OSError) and e.strerror and not isinstance(e, ssl.SSLError):
             return e.strerror
+    import http.client  # loaded with docker-py already (requests): no start-up cost here
+
+    from bot.engine_http import BadAnswer
+
     for e in _walk(exc):
         if isinstance(e, (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)):
             return "connection timed out"
-        if isinstance(e, (urllib3.exceptions.ProtocolError, http.client.HTTPException)):
+        if isinstance(e, (urllib3.exceptions.ProtocolError, http.client.HTTPException, BadAnswer)):
             return "the engine closed the connection"
     return "the connection failed"
 
@@ -344,6 +347,8 @@ def _map_error(exc: BaseException, *, host: str, operation: str,
     if _is_timeout(exc):
         return EngineTimeout(
             f"the engine at {host} did not answer within {_fmt_seconds(timeout)} s ({operation})")
+
+    import http.client  # loaded with docker-py already (requests)
 
     if isinstance(exc, (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError,
                         ConnectionError, FileNotFoundError, http.client.HTTPException)):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import dataclasses
-import http.client
 import json
 import logging
 import socket
@@ -20,6 +19,7 @@ from bot.connection import EngineTarget
 from bot.credentials import RegistryAuth, registry_of
 from bot.engine_batch import _api_error
 from bot.engine_errors import OP_PULL, _fmt_seconds, _is_timeout, map_stream_error
+from bot.engine_http import EngineConnection, EngineResponse
 from handlers.errors import EngineError, EngineTimeout, RegistryUnauthorized
 from handlers.ports import PullEvent
 
@@ -76,7 +76,7 @@ class _PullStream:
                 pass
 
 
-class _PullConnection(http.client.HTTPConnection):
+class _PullConnection(EngineConnection):
     """HTTP to the engine on a socket this module opens itself, as the target
     says (:meth:`bot.connection.EngineTarget.connect`): a unix socket, TCP, or
     TLS over TCP with the target's CA, certificate and key. ``on_socket`` gets
@@ -88,16 +88,7 @@ class _PullConnection(http.client.HTTPConnection):
         if not target.speaks_http:
             raise EngineError(f"{OP_PULL} failed: Dockhand opens its own connection only to a unix:// or "
                               f"tcp:// engine, not {target.url}")
-        host, port = ("localhost", None) if target.unix_path is not None else target.address
-        super().__init__(host, port, timeout=connect_timeout)
-        self._target = target
-        self._stall_timeout = stall_timeout
-        self._on_socket = on_socket
-
-    def connect(self) -> None:
-        sock = self._target.connect(self.timeout, self._on_socket)
-        sock.settimeout(self._stall_timeout)
-        self.sock = sock
+        super().__init__(target, connect_timeout, stall_timeout, on_socket)
 
 
 def _pull_through_sdk(api, params: dict, headers: dict, stall_timeout: float) -> Iterable[Any]:
@@ -113,7 +104,7 @@ def _pull_through_sdk(api, params: dict, headers: dict, stall_timeout: float) ->
         response.close()
 
 
-def _json_stream(response: http.client.HTTPResponse) -> Iterable[Any]:
+def _json_stream(response: EngineResponse) -> Iterable[Any]:
     """The JSON values of the engine's progress stream as they arrive (one a
     line, but a value may be split across reads)."""
     decoder = json.JSONDecoder()

@@ -6,7 +6,7 @@ who confirmed and what ran is readable where the commands are typed.
 
 from __future__ import annotations
 
-import datetime
+import time
 from typing import Any, Iterable, Mapping
 
 from .argv import CommandSpec
@@ -21,7 +21,7 @@ COLUMNS = ("SEQ", "TIME", "EVENT", "HOST", "ACTOR", "COMMAND", "RESULT")
 
 def _time(at: Any) -> str:
     try:
-        return datetime.datetime.fromtimestamp(float(at), tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(at)))
     except (TypeError, ValueError, OverflowError, OSError):
         return "-"
 
