@@ -38,11 +38,12 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from handlers.audit import COLUMNS, audit_row
+from handlers.records import record
 
 if TYPE_CHECKING:  # only a type here: importing the log need not load the use cases
     from handlers.ports import AuditEvent
@@ -387,7 +388,7 @@ class AuditLog:
 # Verification
 
 
-@dataclass(frozen=True)
+@record
 class VerifyResult:
     ok: bool
     records: int  # records checked and found good (all of them when ok)

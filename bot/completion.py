@@ -46,13 +46,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from dataclasses import dataclass
+
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from handlers.argv import CommandSpec, Flag, tokenize
 from handlers.commands import MANAGEMENT, find_command, table
 from handlers.images import LIST_FILTERS, PRUNE_FILTERS
 from handlers.ports import ImageSummary
+from handlers.records import record
 from handlers.search import SEARCH_FILTERS
 from handlers.units import human_size, truncate_id
 
@@ -86,7 +87,7 @@ HostImages = Callable[[Optional[str]], Sequence[ImageSummary]]  # selector (None
 HOST_FLAG = "Run on this host or group (like @name)"
 
 
-@dataclass(frozen=True)
+@record
 class Candidate:
     """One completion: ``text`` is inserted as is and ends with a space when
     the word is complete (readline from Python appends nothing itself)."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from bot.connection import DEFAULT_UNIX_HOST, ConnectionProblem, EngineTarget, resolve
 from bot.credentials import RegistryLogin, docker_config_problems, parse_registry_logins
 from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY
+from handlers.records import record
 
 if TYPE_CHECKING:
     from bot.hosts_config import HostsSettings
@@ -31,7 +32,7 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-@dataclass(frozen=True)
+@record
 class Settings:
     docker_host: str = DEFAULT_DOCKER_HOST
     # where the engine is and how to reach it (bot/connection.py): DOCKER_HOST + TLS, or a context

@@ -37,9 +37,11 @@ import os
 import socket
 import ssl
 import urllib.parse
-from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Callable, Mapping
+
+from handlers.records import record
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 DEFAULT_UNIX_HOST = "unix://" + DEFAULT_SOCKET
@@ -54,7 +56,7 @@ class ConnectionProblem(ValueError):
     """One line saying what is wrong with how to reach an engine."""
 
 
-@dataclass(frozen=True)
+@record
 class TLSFiles:
     """TLS towards a TCP engine. ``ca`` "" means the system's CAs; ``cert``
     and ``key`` "" mean no client certificate. ``origin`` says where they come
@@ -67,7 +69,7 @@ class TLSFiles:
     origin: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class EngineTarget:
     """One engine and how to reach it.
 

@@ -43,9 +43,11 @@ import re
 import signal
 import subprocess
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from handlers.records import record
 
 __all__ = [
     "DOCKER_HUB", "DOCKER_HUB_INDEX", "HELPER_TIMEOUT", "CredentialStore", "CredentialsError",
@@ -139,7 +141,7 @@ def _login_target(registry: str) -> str:
 # Dockhand's own settings
 
 
-@dataclass(frozen=True)
+@record
 class RegistryLogin:
     """One registry's credentials from ``DOCKHAND_REGISTRY_<NAME>_*``."""
 
@@ -316,7 +318,7 @@ def docker_config_problems(docker_config: str | None = None, *, path: str | None
 # what a pull sends
 
 
-@dataclass(frozen=True)
+@record
 class RegistryAuth:
     """The credentials found for one registry (or none), and where from.
 

@@ -34,11 +34,12 @@ names, as before: a single unnamed target. Every problem is one line.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Mapping
 
 from bot.connection import ConnectionProblem, EngineTarget, target_for
+from handlers.records import record
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
 RESERVED = frozenset({"all"})
@@ -49,7 +50,7 @@ HOST_KEYS = frozenset({"url", "cert_path", "tls_verify", "timeout", "remove_role
 FILE_KEYS = frozenset({"default", "timeout", "hosts", "groups", "channels"})
 
 
-@dataclass(frozen=True)
+@record
 class HostSetting:
     """One named engine: how to reach it and what differs there."""
 
@@ -61,7 +62,7 @@ class HostSetting:
     remove_role: str = ""  # "" = the global rule (admin); "operator" lets operators remove here
 
 
-@dataclass(frozen=True)
+@record
 class HostsSettings:
     hosts: tuple[HostSetting, ...]  # in the settings' order: fan-out sections come in it
     default: str

@@ -34,8 +34,10 @@ import logging
 import socket
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Awaitable, Callable, Mapping
+
+from handlers.records import record
 
 __all__ = ["DEFAULT_CONFIG", "EngineRegistrySecurity", "RegistrySecurityConfig", "split_host"]
 
@@ -54,7 +56,7 @@ def split_host(registry: str) -> str:
     return urllib.parse.urlsplit(f"//{registry}").hostname or ""
 
 
-@dataclass(frozen=True)
+@record
 class RegistrySecurityConfig:
     """The engine's ``RegistryConfig``, as far as security goes."""
 

@@ -19,11 +19,12 @@ requester cannot. Without approvers, the requester confirms.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .argv import DESTRUCTIVE, READ, WRITE
 from .context import Actor
 from .ports import Operation
+from .records import record
 
 
 class Role(enum.IntEnum):
@@ -43,7 +44,7 @@ SETTING_FOR_ROLE = {Role.VIEWER: "DOCKHAND_VIEWERS", Role.OPERATOR: "DOCKHAND_OP
                     Role.ADMIN: "DOCKHAND_ADMINS"}
 
 
-@dataclass(frozen=True)
+@record
 class Denial:
     """Why not, in words a person can act on; ``reason`` is short, for the audit log."""
 
@@ -52,7 +53,7 @@ class Denial:
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class Policy:
     admins: frozenset[str] = frozenset()
     operators: frozenset[str] = frozenset()

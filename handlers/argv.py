@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import UsageError
+from .records import record
 
 READ, WRITE, DESTRUCTIVE = "read", "write", "destructive"
 
@@ -26,7 +27,7 @@ _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": 
 _SHELL_PUNCTUATION = set("();<>|&")
 
 
-@dataclass(frozen=True)
+@record
 class Flag:
     long: str
     short: str = ""
@@ -48,7 +49,7 @@ class Flag:
         return self.default
 
 
-@dataclass(frozen=True)
+@record
 class CommandSpec:
     path: tuple[str, ...]  # ("image", "ls")
     use: str  # "images [OPTIONS] [REPOSITORY[:TAG]]" (after "docker ")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Optional
 
 from .ports import AuditSink, Engine, OperationStore, RegistryCatalog
+from .records import record
 from .replies import Reply
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ def _pull_hub():
 DEFAULT_CONFIRM_TTL = 600.0  # seconds a confirmation stays valid
 
 
-@dataclass(frozen=True)
+@record
 class Actor:
     """The person behind a command, as the front end knows them."""
 

@@ -32,7 +32,7 @@ import dataclasses
 import logging
 import re
 import time
-from dataclasses import dataclass
+
 
 from . import access
 from .audit import COLUMNS as AUDIT_COLUMNS
@@ -40,6 +40,7 @@ from .audit import audit_rows
 from .context import Actor, Services
 from .errors import DockhandError
 from .pullhub import PullInFlight
+from .records import record
 
 log = logging.getLogger("dockhand.home")
 
@@ -60,7 +61,7 @@ PULL_FORM = "docker pull"  # the command the pull form builds (front ends draw i
 HOST_COLUMN = AUDIT_COLUMNS.index("HOST")
 
 
-@dataclass(frozen=True)
+@record
 class DiskSummary:
     total: int  # images the engine counts (docker system df's TOTAL)
     active: int  # of them, used by a container (ACTIVE)
@@ -73,7 +74,7 @@ class DiskSummary:
         return self.reclaimable * 100 // self.size if self.size > 0 else 0
 
 
-@dataclass(frozen=True)
+@record
 class HostSummary:
     host: str  # the host's label (many hosts: its name in the settings)
     engine_version: str = ""
@@ -92,7 +93,7 @@ class HostSummary:
         return bool(self.engine_version) or self.images is not None
 
 
-@dataclass(frozen=True)
+@record
 class Home:
     """What a person's home screen shows: each host Dockhand manages, the
     audit log's tail, and the commands offered (``(label, command line)``)."""

@@ -30,6 +30,7 @@ from . import refs
 from .errors import DockhandError, UsageError
 from .ports import ContainerRef, Engine, ImageSummary
 from .units import human_size, truncate_id
+from .records import record
 
 # One command may name at most this many images (rmi arguments, or the IDs
 # `$(docker images -q)` lists): the plan, the confirmation and the result
@@ -341,7 +342,7 @@ def freed_bytes(model: Model, deleted: Iterable[str], held: frozenset[str] | Non
 # plans
 
 
-@dataclass(frozen=True)
+@record
 class Step:
     """One call the confirm step makes: ``remove_image(ref, force, noprune)``.
 
@@ -354,7 +355,7 @@ class Step:
     tolerate_conflict: bool = False  # prune: a conflict skips the image, as the daemon's prune does
 
 
-@dataclass(frozen=True)
+@record
 class PlanItem:
     """What one argument (or one prune candidate) will do."""
 
@@ -387,7 +388,7 @@ class PlanItem:
                 "refusal": self.refusal}
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     kind: str  # "rmi" | "prune"
     command: str

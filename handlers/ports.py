@@ -6,11 +6,13 @@ implement it with fakes. Nothing here imports Docker or Slack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import AsyncIterator, Mapping, Protocol, Sequence
 
+from .records import record
 
-@dataclass(frozen=True)
+
+@record
 class ImageSummary:
     """One entry of ``GET /images/json``."""
 
@@ -24,7 +26,7 @@ class ImageSummary:
     parent_id: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class ContainerRef:
     id: str
     name: str
@@ -33,7 +35,7 @@ class ContainerRef:
     image_id: str
 
 
-@dataclass(frozen=True)
+@record
 class PullEvent:
     """One decoded event of the engine's pull stream."""
 
@@ -44,20 +46,20 @@ class PullEvent:
     error: str = ""  # set when the stream reported an error (errorDetail)
 
 
-@dataclass(frozen=True)
+@record
 class RemoveResult:
     untagged: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class PruneResult:
     untagged: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
     space_reclaimed: int = 0
 
 
-@dataclass(frozen=True)
+@record
 class DiskUsage:
     layers_size: int = 0  # bytes of every image layer on the host
     # per image ID: what deleting that image alone frees (its size less the
@@ -79,7 +81,7 @@ class DiskUsage:
         return sum(1 for n in self.containers.values() if n)
 
 
-@dataclass(frozen=True)
+@record
 class SearchResult:
     name: str
     description: str = ""
@@ -88,7 +90,7 @@ class SearchResult:
     is_automated: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class RunLimits:
     """What one smoke-test container (``docker run``) may use: the host's
     settings (DOCKHAND_RUN_*). It never has a network, and its root
@@ -101,7 +103,7 @@ class RunLimits:
     tmpfs: int = 16 * 1024 * 1024  # bytes of a writable /tmp (memory, counted in ``memory``)
 
 
-@dataclass(frozen=True)
+@record
 class RunResult:
     """How a smoke-test container ended. It has been removed (``removed``)
     unless ``cleanup_error`` says why not."""
@@ -217,7 +219,7 @@ OP_STATES = ("pending", "running", "done", "failed", "cancelled", "expired", "su
 FINAL_STATES = frozenset({"done", "failed", "cancelled", "expired", "superseded", "interrupted", "denied"})
 
 
-@dataclass(frozen=True)
+@record
 class Operation:
     """A mutating command as it moves on: planned, confirmed, run."""
 
@@ -271,7 +273,7 @@ class OperationStore(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@record
 class AuditEvent:
     """One step of a mutating operation, for every audit sink (the local
     hash-chained log, the channel message)."""

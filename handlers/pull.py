@@ -7,12 +7,13 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+
 
 from . import refs
 from .argv import WRITE, CommandSpec, Flag
 from .base import Call
 from .errors import EngineError, InvalidArgument, InvalidReference, UsageError
+from .records import record
 from .replies import LAYER_DOWNLOADED, ErrorPart, LayerProgress, Preformatted, Progress, Status
 
 EMIT_INTERVAL = 1.0  # seconds between interim progress replies (Slack: ~1 chat.update/s)
@@ -21,7 +22,7 @@ EMIT_INTERVAL = 1.0  # seconds between interim progress replies (Slack: ~1 chat.
 MAX_TAGS = 100  # `pull -a` pulls at most this many tags in one confirmation
 
 
-@dataclass(frozen=True)
+@record
 class TagsPlan:
     """What ``docker pull -a NAME`` will pull: every tag the registry lists.
 

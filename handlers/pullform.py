@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+
 
 from . import refs
 from .argv import quote_line
 from .context import Actor, Services
 from .errors import DockhandError, EngineError, UsageError
 from .fleet import ALL
+from .records import record
 
 MAX_CHOICES = 50  # suggestions offered at most (Slack takes 100)
 SEARCH_LIMIT = 25  # results asked of an index
@@ -52,14 +53,14 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a fleet's host or
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-@dataclass(frozen=True)
+@record
 class Choice:
     label: str  # what the person sees
     value: str  # what the form sends back (checked again on submission)
     description: str = ""  # data from an index (a description), shown as plain text
 
 
-@dataclass(frozen=True)
+@record
 class Choices:
     choices: tuple[Choice, ...]
     note: str = ""  # why the list may be short (a slow or failing registry)
@@ -225,7 +226,7 @@ def may_pull(services: Services, actor: Actor, *, any_channel: bool = False):
     return access.authorise(policy, actor, command.effect, command.path, command.role)
 
 
-@dataclass(frozen=True)
+@record
 class HostChoices:
     choices: tuple[Choice, ...]  # hosts, then groups, then "all": those the person may pull on
     initial: str = ""  # the one chosen when the form opens ("" when there is none)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from .ports import Engine, PullEvent
+from .records import record
 
 _END = object()
 
@@ -37,7 +38,7 @@ class _Shared:
     started: float = field(default_factory=time.monotonic)
 
 
-@dataclass(frozen=True)
+@record
 class PullInFlight:
     """A pull running now, as a summary (the Home tab lists them)."""
 

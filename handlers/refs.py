@@ -62,10 +62,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Iterable
 
 from .errors import AmbiguousImageId, InvalidReference
+from .records import record
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -244,7 +245,7 @@ def _looks_like_domain(component: str) -> bool:
             or component.lower() != component)
 
 
-@dataclass(frozen=True)
+@record
 class Reference:
     """A parsed, validated, normalised image reference.
 
@@ -354,7 +355,7 @@ class Reference:
         return replace(self, tag="", digest="")
 
 
-@dataclass(frozen=True)
+@record
 class ImageId:
     """An image ID, whole or abbreviated, as typed for rmi/inspect.
 

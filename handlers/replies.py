@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Union
+
+from .records import record
 
 
 class Status(enum.IntEnum):
@@ -26,7 +28,7 @@ class Status(enum.IntEnum):
 VOLATILE_COLUMNS = frozenset({"CREATED"})
 
 
-@dataclass(frozen=True)
+@record
 class Table:
     """Rows under CLI-style column headers (``REPOSITORY TAG IMAGE ID ...``).
 
@@ -67,21 +69,21 @@ class Table:
         return h.hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@record
 class Preformatted:
     """CLI-style text shown verbatim in a monospace block (info, version, usage)."""
 
     text: str
 
 
-@dataclass(frozen=True)
+@record
 class Notice:
     """A sentence for a person (``Removal is not enabled yet.``)."""
 
     text: str
 
 
-@dataclass(frozen=True)
+@record
 class ErrorPart:
     """What went wrong, in the CLI's words, and what to do about it."""
 
@@ -95,7 +97,7 @@ LAYER_DONE = frozenset({"Pull complete", "Already exists"})
 LAYER_DOWNLOADED = LAYER_DONE | frozenset({"Download complete", "Verifying Checksum", "Extracting"})
 
 
-@dataclass(frozen=True)
+@record
 class LayerProgress:
     """One layer of a pull as the engine last reported it (``current``/``total``:
     that step's own progress, as the CLI prints it), plus what the transfer
@@ -114,7 +116,7 @@ class LayerProgress:
         return self.status in LAYER_DONE
 
 
-@dataclass(frozen=True)
+@record
 class Progress:
     """Live state of a long operation (a pull): one line per layer plus a
     status, and how long it has run (``elapsed``, seconds)."""
@@ -153,7 +155,7 @@ class Progress:
         return None
 
 
-@dataclass(frozen=True)
+@record
 class Action:
     """A follow-up command a person can run with one click (a Slack button).
 
@@ -165,7 +167,7 @@ class Action:
     group: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class Confirmation:
     """A question only a person can answer: run the planned operation ``op``?
 
@@ -179,7 +181,7 @@ class Confirmation:
     verb: str = "Remove"  # what confirming does, for a button ("Remove", "Pull")
 
 
-@dataclass(frozen=True)
+@record
 class HostHeading:
     """Where one host's section of a reply begins (a command run on several
     hosts at once): the parts after it, up to the next heading, are that
@@ -197,7 +199,7 @@ class HostHeading:
 Part = Union[Table, Preformatted, Notice, ErrorPart, Progress, Confirmation, HostHeading]
 
 
-@dataclass(frozen=True)
+@record
 class Reply:
     """Everything a front end needs to answer one command."""
 
