@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     # DOCKER_HOST or a context names the engine: it must answer before anything is served. The
     # question leaves now, and the front end loads while the engine answers.
     checking = target.explicit and settings.hosts is None
-    asked = services.engine.ask_version() if checking else None
+    asked = services.engine.ask_ping() if checking else None
     one_shot = args.__dict__.get("command") is not None
     if mode == "slack":
         from bot.slack.app import serve

@@ -335,18 +335,21 @@ class DockerEngine(ContainerRuns, PullStreams):
             self.metrics.engine_call(call, time.monotonic() - started, ok)
 
     def _work(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "",
-              get: str = "") -> Callable[[], T]:
+              get: str = "", own: Callable[[], T] | None = None) -> Callable[[], T]:
         """What a worker thread runs for one call: ``fn(client)``, its errors
         mapped. ``get``: the Engine API path of a read that ``fn`` makes,
         answered on Dockhand's own connection instead (:meth:`_get_json`)
-        where the target speaks HTTP."""
+        where the target speaks HTTP; ``own``: the same done otherwise there."""
 
         def work() -> T:
             with self._busy_lock:
                 self._busy += 1
             try:
-                if get and self._target.speaks_http:
-                    return self._get_json(get)
+                if self._target.speaks_http:
+                    if own is not None:
+                        return own()
+                    if get:
+                        return self._get_json(get)
                 return fn(self._client())
             except Exception as exc:
                 raise self._map(exc, operation=operation, timeout=self._timeout, ref=ref) from exc
@@ -356,13 +359,15 @@ class DockerEngine(ContainerRuns, PullStreams):
 
         return work
 
-    def ask_version(self) -> concurrent.futures.Future:
-        """``GET /version`` sent now from a worker thread, without an event
-        loop: the start-up check asks it as soon as the engine adapter exists
-        and awaits the answer (:func:`bot.engine_check.reach`) once the rest
-        of Dockhand is loaded. Errors come back mapped, as from :meth:`version`."""
+    def ask_ping(self) -> concurrent.futures.Future:
+        """``GET /_ping``, what the docker CLI asks an engine first, sent now
+        from a worker thread without an event loop: the start-up check asks it
+        as soon as the engine adapter exists and awaits the answer
+        (:func:`bot.engine_check.reach`) once the rest of Dockhand is loaded.
+        Not ``/version``, for which dockerd runs its runtimes' binaries to
+        report their versions (~10 ms). Errors come back mapped."""
         self._check_open()
-        return self._executor.submit(self._work(OP_VERSION, lambda api: api.version(), get="/version"))
+        return self._executor.submit(self._work(OP_CONNECT, lambda api: api.ping(), own=self._ping))
 
     async def _run(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "",
                    get: str = "") -> T:
@@ -383,6 +388,27 @@ class DockerEngine(ContainerRuns, PullStreams):
             raise
         finally:
             self._observe(operation, started, ok)
+
+    def _ping(self) -> bool:
+        """``GET /_ping`` on a connection of Dockhand's own: True when a
+        Docker Engine answered (200 and its ``Api-Version`` header)."""
+        conn = _PullConnection(self._target, self._timeout, self._timeout, lambda sock: None)
+        try:
+            conn.connect()
+            conn.request("GET", "/_ping")
+            response = conn.getresponse()
+            body = response.read(4096)
+            if response.status == 200 and response.getheader("api-version"):
+                return True
+            raise self._not_an_engine(response.status, response.reason, body, "/_ping")
+        finally:
+            conn.close()
+
+    def _not_an_engine(self, status: int, reason: str, body: bytes, path: str) -> EngineUnreachable:
+        """Something answered HTTP, but not as an engine does (or a TLS port answered plain HTTP)."""
+        text = body.decode("utf-8", "replace").strip()[:200]
+        return EngineUnreachable(self._host, tls_reason(ConnectionError(text)) or (
+            f"it answered {status} {reason} to GET {path}: not a Docker Engine API"))
 
     def _get_json(self, path: str) -> Any:
         """``GET path`` on a connection of Dockhand's own (a worker thread), the
@@ -407,10 +433,7 @@ class DockerEngine(ContainerRuns, PullStreams):
                 except (ValueError, AttributeError):
                     said = None
                 if not isinstance(said, str):  # not the engine's error: something else answered HTTP
-                    text = body.decode("utf-8", "replace").strip()[:200]
-                    raise EngineUnreachable(self._host, tls_reason(ConnectionError(text)) or (
-                        f"it answered {response.status} {response.reason} to GET {path.split('?')[0]}: "
-                        "not a Docker Engine API"))
+                    raise self._not_an_engine(response.status, response.reason, body, path.split("?")[0])
                 raise _api_error(response.status, response.reason, body)
             return json.loads(body)
         finally:

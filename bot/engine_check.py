@@ -1,9 +1,9 @@
 """Start-up: the engine the settings name must answer before Dockhand serves.
 
 When ``DOCKER_HOST`` or a docker context names the engine (an explicit
-choice), ``dockhand shell``, ``shell -c`` and ``slack`` ask it for its version
-first; no answer is one line and a non-zero exit, before any prompt or any
-connection to Slack. With nothing configured (the default socket) the shell
+choice), ``dockhand shell``, ``shell -c`` and ``slack`` ask it ``GET /_ping``
+(what the docker CLI asks first); no answer is one line and a non-zero exit,
+before any prompt or any connection to Slack. With nothing configured (the default socket) the shell
 only warns, as before. Nothing an SDK logs precedes that line: paramiko's
 transport log (tracebacks of a failed handshake) is quiet unless
 DOCKHAND_LOG_LEVEL=DEBUG.
@@ -39,9 +39,9 @@ def unanswered(target: EngineTarget, error: EngineError) -> str:
 
 
 async def reach(engine, target: EngineTarget, timeout: float, asked=None) -> str | None:
-    """Ask the engine for its version; None when it answered, else the line to
-    print. ``asked``: the question already sent (``engine.ask_version()``, a
-    concurrent future), whose answer is awaited instead. The engine's own
+    """Ask the engine whether it answers; None when it did, else the line to
+    print. ``asked``: the question already sent (``engine.ask_ping()``, a
+    concurrent future), whose answer is awaited; without it, its version is asked. The engine's own
     timeout (DOCKHAND_ENGINE_TIMEOUT) bounds the call; the wait here is only a
     net for a transport that ignores it."""
     answer = asyncio.wrap_future(asked) if asked is not None else engine.version()

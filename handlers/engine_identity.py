@@ -50,7 +50,7 @@ def sample_pull_hint(images: tuple[str, ...]) -> str:
 
 
 async def learn(services: Services) -> None:
-    """Ask the engine once for its version and labels (bounded; retried later
+    """Ask the engine once for its version and labels (``docker info``; bounded; retried later
     on failure). Callers at the same time share one question: a front end may
     start it early (:func:`start_learning`) so it overlaps the command."""
     ident = services.engine_identity
@@ -71,8 +71,9 @@ def start_learning(services: Services) -> None:
 async def _ask(services: Services) -> None:
     ident = services.engine_identity
     try:
-        version, info = await asyncio.wait_for(
-            asyncio.gather(services.engine.version(), services.engine.info()), LEARN_TIMEOUT)
+        # `docker info` says both: its ServerVersion is /version's Version, and /version is the
+        # dearer question (dockerd runs its runtimes' binaries to report their versions)
+        info = await asyncio.wait_for(services.engine.info(), LEARN_TIMEOUT)
     except (EngineError, asyncio.TimeoutError):
         ident["retry_at"] = time.monotonic() + RETRY_AFTER
         return
@@ -80,7 +81,7 @@ async def _ask(services: Services) -> None:
         log.exception("could not learn the engine's version and labels")
         ident["retry_at"] = time.monotonic() + RETRY_AFTER
         return
-    services.engine_version = str(version.get("Version", ""))
+    services.engine_version = str(info.get("ServerVersion", ""))
     ident.update(known=True, sample=is_sample(info), mirror=mirror_images(info))
 
 

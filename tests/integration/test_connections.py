@@ -355,6 +355,40 @@ def test_an_explicit_engine_that_is_down_stops_every_mode(stack, tmp_path):
         assert one_line(r.stderr) == f"dockhand: No Docker Engine answered at {host} (DOCKER_HOST): Connection refused"
 
 
+@pytest.mark.parametrize("status, headers, words", [
+    ("404 Not Found", "", "it answered 404 Not Found to GET /_ping: not a Docker Engine API"),
+    # a web server that answers everything: 200, but none of an engine's headers
+    ("200 OK", "", "it answered 200 OK to GET /_ping: not a Docker Engine API"),
+])
+def test_something_else_on_the_port_is_not_taken_for_an_engine(stack, status, headers, words):
+    """The start-up check asks GET /_ping (what the docker CLI asks first): an
+    HTTP server that is not an engine is refused in one line, before anything."""
+    import http.server
+    import threading
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the standard library's name
+            body = b"OK" if status.startswith("200") else b"not here"
+            self.send_response(int(status.split()[0]))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"tcp://127.0.0.1:{server.server_address[1]}"
+    try:
+        r = dockhand("shell", "-c", "images", env=env_for(stack, DOCKER_HOST=host))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 1 and r.stdout == ""
+    assert one_line(r.stderr) == f"dockhand: No Docker Engine answered at {host} (DOCKER_HOST): {words}"
+
+
 # --------------------------------------------------------------------------
 # scripts/run picks the engine as Dockhand does
 

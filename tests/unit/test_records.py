@@ -73,16 +73,48 @@ def test_it_stays_a_frozen_dataclass():
     r = rec(name="a", tags=("x",))
     assert dataclasses.is_dataclass(r)
     assert [f.name for f in dataclasses.fields(r)] == ["name", "tags", "size", "secret", "note"]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        r.name = "b"  # type: ignore[misc]
+    for name in ("name", "size", "note", "not_a_field"):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(r, name, "b")
     with pytest.raises(dataclasses.FrozenInstanceError):
         del r.name  # type: ignore[misc]
+    assert r.name == "a" and not hasattr(r, "not_a_field")
     assert dataclasses.replace(r, size=2.0) == rec(name="a", tags=("x",), size=2.0)
     assert dataclasses.asdict(r)["tags"] == ("x",)
     match r:
         case rec(name, tags):  # __match_args__
             assert (name, tags) == ("a", ("x",))
     assert {r, rec(name="a", tags=("x",))} == {r}
+
+
+def test_post_init_may_set_a_derived_field_the_way_frozen_dataclasses_do():
+    @record
+    class Sized:
+        text: str
+        length: int = field(init=False, default=0)
+
+        def __post_init__(self) -> None:
+            object.__setattr__(self, "length", len(self.text))
+
+    s = Sized("abc")
+    assert s.length == 3 and s == Sized("abc") and repr(s).endswith("Sized(text='abc', length=3)")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.length = 4  # type: ignore[misc]
+
+
+def test_a_subclass_made_a_record_too_is_frozen_with_its_own_fields():
+    @record
+    class Base:
+        a: int
+
+    @record
+    class Child(Base):
+        b: int = 0
+
+    c = Child(1, 2)
+    assert (c.a, c.b) == (1, 2) and c != Base(1) and repr(c).endswith("Child(a=1, b=2)")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.b = 3  # type: ignore[misc]
 
 
 def test_methods_the_class_defines_are_kept_and_options_pass_through():
