@@ -77,6 +77,28 @@ def runner_alive(runner: str) -> bool:
     return bool(started) and _start_time(pid) == started
 
 
+class _Catalog:
+    """The registry client (``bot/registry.py``: catalog and tag lists over
+    HTTP), made on first use: most commands list no registry, and a one-shot
+    command would pay for loading it (and its token and insecure-registry
+    modules) at every start. Implements ``handlers.ports.RegistryCatalog``."""
+
+    def __init__(self, make) -> None:
+        self._make = make
+        self._client = None
+
+    def _get(self):
+        if self._client is None:
+            self._client = self._make()
+        return self._client
+
+    async def catalog(self, registry: str, **options) -> list[str]:
+        return await self._get().catalog(registry, **options)
+
+    async def tags(self, registry: str, repository: str, **options) -> list[str]:
+        return await self._get().tags(registry, repository, **options)
+
+
 def build_services(settings: Settings, metrics=None) -> Services:
     """The engine adapter, the state store (SQLite) and the audit log
     (hash-chained JSON Lines) in the state directory, and the access policy.
@@ -86,8 +108,6 @@ def build_services(settings: Settings, metrics=None) -> Services:
     from bot.audit_log import AuditLog
     from bot.credentials import CredentialStore
     from bot.engine import DockerEngine
-    from bot.insecure_registries import EngineRegistrySecurity
-    from bot.registry import RegistryClient
     from bot.store import SqliteStore
 
     credentials = CredentialStore(settings.registry_logins, docker_config=settings.docker_config)
@@ -100,10 +120,16 @@ def build_services(settings: Settings, metrics=None) -> Services:
                               per_person=settings.per_person_registry_calls,
                               per_registry=settings.per_registry_calls, label=label, metrics=metrics)
         engine.run_limits = settings.run_limits()  # `docker run` smoke tests on this host
+
+        def registry_client():
+            from bot.insecure_registries import EngineRegistrySecurity
+            from bot.registry import RegistryClient
+
+            # HTTP only where the engine's --insecure-registry settings (docker info) allow it
+            return RegistryClient(credentials, lane=engine.registry_slot, security=EngineRegistrySecurity(engine.info))
+
         return Services(engine=engine, host_label=label, search_index=settings.search_index,
-                        # HTTP only where the engine's --insecure-registry settings (docker info) allow it
-                        catalog=RegistryClient(credentials, lane=engine.registry_slot,
-                                               security=EngineRegistrySecurity(engine.info)),
+                        catalog=_Catalog(registry_client),
                         client_info=info, store=store, audit=audit, policy=policy,
                         confirm_ttl=settings.confirm_ttl, runner=runner_id(), runner_alive=runner_alive)
 
