@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     checking = target.explicit and settings.hosts is None
     asked = services.engine.ask_ping() if checking else None
     one_shot = args.__dict__.get("command") is not None
+    if one_shot and settings.hosts is None:
+        services.engine.prefetch_info()  # the context line's question, while the engine is idle
     if mode == "slack":
         from bot.slack.app import serve
     elif one_shot:

@@ -238,6 +238,7 @@ class DockerEngine(ContainerRuns, PullStreams):
         self._streams: set[_PullStream] = set()
         self._streams_lock = threading.Lock()
         self._closed = False
+        self._early_info: concurrent.futures.Future | None = None  # prefetch_info(): for the first info()
         self._busy = 0  # engine calls a worker is in right now (a frozen engine keeps them there)
         self._busy_lock = threading.Lock()
 
@@ -542,7 +543,18 @@ class DockerEngine(ContainerRuns, PullStreams):
             for r in raw or ()
         ]
 
+    def prefetch_info(self) -> None:
+        """Ask ``GET /info`` now, from a worker thread, for the first
+        :meth:`info` to take: a one-shot command asks it while it loads, when
+        the engine is idle, rather than while its own pull or removal runs
+        (dockerd's info is work: images, containers, runtimes)."""
+        self._check_open()
+        self._early_info = self._executor.submit(self._work(OP_INFO, lambda api: api.info(), get="/info"))
+
     async def info(self) -> dict:
+        early, self._early_info = self._early_info, None
+        if early is not None:
+            return await asyncio.wrap_future(early)
         return await self._run(OP_INFO, lambda api: api.info(), get="/info")
 
     async def version(self) -> dict:
