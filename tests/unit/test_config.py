@@ -44,3 +44,24 @@ def test_native_tables_are_on_unless_turned_off():
         load_settings({"DOCKHAND_NATIVE_TABLES": "sometimes"})
     assert exc.value.problems == ["DOCKHAND_NATIVE_TABLES='sometimes' must be 1 (lists as Slack tables) "
                                   "or 0 (code blocks, as the CLI prints them)"]
+
+
+def test_loading_with_the_collector_off_turns_it_back_on_before_a_command_runs():
+    """bot.cli.entry turns the cyclic collector off while Dockhand loads;
+    _loaded freezes what loading made and turns it on again. Called with the
+    collector on (tests, an embedding program), it changes nothing."""
+    import gc
+
+    from bot.cli import _loaded
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    _loaded()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    gc.disable()
+    try:
+        _loaded()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.enable()
+        gc.unfreeze()
