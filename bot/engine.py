@@ -626,7 +626,12 @@ class DockerEngine(ContainerRuns, PullStreams):
             s.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if wait:
-            await asyncio.to_thread(self._executor.shutdown, True)
+            with self._busy_lock:
+                busy = self._busy
+            if busy or streams:  # a call or a pull still runs: wait without blocking the event loop
+                await asyncio.to_thread(self._executor.shutdown, True)
+            else:  # every worker is idle and leaves at once: no thread needed to wait for them
+                self._executor.shutdown(wait=True)
         api, self._api = self._api, None
         if api is not None:
             api.close()
