@@ -531,7 +531,8 @@ class DockerEngine(ContainerRuns, PullStreams):
 
         # its registry: the index the term names (`host:port/name`), else Docker Hub
         async with self._registry_gate().slot(owner, registry_of(term)):
-            raw = await self._run(OP_SEARCH, call, ref=term)
+            raw = await self._run(OP_SEARCH, call, ref=term,
+                                  get=f"/images/search?{urllib.parse.urlencode(params)}")
         return [
             SearchResult(
                 name=str(r.get("name") or ""),
