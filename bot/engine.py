@@ -338,9 +338,9 @@ class DockerEngine(ContainerRuns, PullStreams):
     def _work(self, operation: str, fn: Callable[[docker.APIClient], T], *, ref: str = "",
               get: str = "", own: Callable[[], T] | None = None) -> Callable[[], T]:
         """What a worker thread runs for one call: ``fn(client)``, its errors
-        mapped. ``get``: the Engine API path of a read that ``fn`` makes,
-        answered on Dockhand's own connection instead (:meth:`_get_json`)
-        where the target speaks HTTP; ``own``: the same done otherwise there."""
+        mapped. Where the target speaks HTTP, Dockhand's own connection answers
+        instead: ``get`` names the Engine API path of a JSON read that ``fn``
+        makes (:meth:`_get_json`); ``own`` is another call made there (:meth:`_ping`)."""
 
         def work() -> T:
             with self._busy_lock:
@@ -486,10 +486,11 @@ class DockerEngine(ContainerRuns, PullStreams):
 
         On a unix socket or TCP (with or without TLS) they go over one
         kept-alive connection with Dockhand's own HTTP client,
-        ``bot/engine_http.py`` (over ssh, through docker-py): docker-py keeps a connection pool per URL on
-        a unix socket, so each ``DELETE /images/<ref>`` would open a connection of
-        its own, and its requests layer costs about a millisecond of CPU a
-        call (bench/removal.py). Errors are mapped exactly as docker-py's."""
+        ``bot/engine_http.py`` (over ssh, through docker-py): docker-py keeps
+        a connection pool per URL on a unix socket, so each ``DELETE
+        /images/<ref>`` would open a connection of its own, and its requests
+        layer costs about a millisecond of CPU a call (bench/removal.py).
+        Errors are mapped exactly as docker-py's."""
         calls = list(calls)
 
         def work(api: docker.APIClient) -> list[RemoveResult | EngineError]:
