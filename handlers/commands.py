@@ -51,11 +51,6 @@ def table() -> tuple[CommandSpec, ...]:
     return tuple(out)
 
 
-def paths() -> tuple[tuple[str, ...], ...]:
-    """Every command path, from the index (no use case loaded)."""
-    return tuple(_MODULES)
-
-
 MANAGEMENT = {
     "image": "Manage images",
     "system": "Manage Docker",
