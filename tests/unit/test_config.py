@@ -65,3 +65,23 @@ def test_loading_with_the_collector_off_turns_it_back_on_before_a_command_runs()
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def test_env_file_named_on_purpose_must_exist_and_dot_env_is_read_when_present(tmp_path, monkeypatch):
+    import os
+
+    from bot.config import ConfigError, load_dotenv_file
+
+    with pytest.raises(ConfigError) as exc:
+        load_dotenv_file(tmp_path / "missing.env")
+    assert exc.value.problems == [f"--env-file {str(tmp_path / 'missing.env')!r}: no such file"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DOCKHAND_TEST_FROM_DOTENV", raising=False)
+    load_dotenv_file()  # no ./.env: nothing happens
+    assert "DOCKHAND_TEST_FROM_DOTENV" not in os.environ
+    (tmp_path / ".env").write_text("DOCKHAND_TEST_FROM_DOTENV=yes\n", encoding="utf-8")
+    load_dotenv_file()
+    assert os.environ.pop("DOCKHAND_TEST_FROM_DOTENV") == "yes"
+    monkeypatch.setenv("DOCKHAND_TEST_FROM_DOTENV", "real")  # the real environment wins
+    load_dotenv_file()
+    assert os.environ["DOCKHAND_TEST_FROM_DOTENV"] == "real"
