@@ -62,12 +62,12 @@ from bot.engine_errors import (  # the error mapping lives there
     hide_address,
     map_error,
     map_stream_error,
-    tls_reason,
 )
 from bot.connection import ConnectionProblem, EngineTarget, from_url
 from bot.credentials import CredentialStore, normalize_registry, registry_of
-from bot.engine_batch import _api_error, _remove_over_one_connection, _untagged_deleted
-from bot.engine_pull import DEFAULT_STALL_TIMEOUT, PullStreams, _PullConnection, _PullStream
+from bot.engine_batch import _remove_over_one_connection, _untagged_deleted
+from bot.engine_pull import DEFAULT_STALL_TIMEOUT, PullStreams, _PullStream
+from bot.engine_reads import OwnReads
 from bot.engine_run import ContainerRuns
 from bot.registry_lane import DEFAULT_PER_PERSON, DEFAULT_PER_REGISTRY, RegistryLane
 from handlers.errors import (
@@ -158,7 +158,7 @@ def _api_client(target: EngineTarget, timeout: float) -> docker.APIClient:
     so a first client asks for the version, and the client kept is built with it.
 
     docker-py is imported here, on first use: a command that only pulls or
-    reads the version never needs it (see :meth:`DockerEngine._get_json`)."""
+    reads the version never needs it (see `bot/engine_reads.py`)."""
     import docker
     import docker.constants
     import docker.errors
@@ -182,14 +182,11 @@ def _api_client(target: EngineTarget, timeout: float) -> docker.APIClient:
     return target.api_client(version=version, timeout=timeout)
 
 
-MAX_JSON_BODY = 8_000_000  # bytes of one JSON answer read on Dockhand's own connection
-
-
 # --------------------------------------------------------------------------
 # the engine
 
 
-class DockerEngine(ContainerRuns, PullStreams):
+class DockerEngine(ContainerRuns, PullStreams, OwnReads):
     """A Docker Engine: an :class:`~bot.connection.EngineTarget` (unix, TCP
     with or without TLS, ssh), or its address alone (``unix:///…``, ``tcp://…``)."""
 
@@ -389,56 +386,6 @@ class DockerEngine(ContainerRuns, PullStreams):
             raise
         finally:
             self._observe(operation, started, ok)
-
-    def _ping(self) -> bool:
-        """``GET /_ping`` on a connection of Dockhand's own: True when a
-        Docker Engine answered (200 and its ``Api-Version`` header)."""
-        conn = _PullConnection(self._target, self._timeout, self._timeout, lambda sock: None)
-        try:
-            conn.connect()
-            conn.request("GET", "/_ping")
-            response = conn.getresponse()
-            body = response.read(4096)
-            if response.status == 200 and response.getheader("api-version"):
-                return True
-            raise self._not_an_engine(response.status, response.reason, body, "/_ping")
-        finally:
-            conn.close()
-
-    def _not_an_engine(self, status: int, reason: str, body: bytes, path: str) -> EngineUnreachable:
-        """Something answered HTTP, but not as an engine does (or a TLS port answered plain HTTP)."""
-        text = body.decode("utf-8", "replace").strip()[:200]
-        return EngineUnreachable(self._host, tls_reason(ConnectionError(text)) or (
-            f"it answered {status} {reason} to GET {path}: not a Docker Engine API"))
-
-    def _get_json(self, path: str) -> Any:
-        """``GET path`` on a connection of Dockhand's own (a worker thread), the
-        engine's JSON answer; an error answer raises as docker-py's would, so
-        :func:`map_error` words it the same. The path has no ``/vX.Y`` prefix:
-        the engine then speaks its own API version, the one docker-py's
-        ``version="auto"`` would negotiate. Reads that a one-shot command makes
-        (version, info, image inspect) need no docker-py, whose import costs
-        more than the command."""
-        conn = _PullConnection(self._target, self._timeout, self._timeout, lambda sock: None)
-        try:
-            conn.connect()
-            conn.request("GET", path)
-            response = conn.getresponse()
-            body = response.read(MAX_JSON_BODY + 1)
-            if len(body) > MAX_JSON_BODY:
-                raise EngineError(f"the engine's answer to GET {path.split('?')[0]} is over "
-                                  f"{MAX_JSON_BODY // 1_000_000} MB")
-            if response.status != 200:
-                try:
-                    said = json.loads(body).get("message")
-                except (ValueError, AttributeError):
-                    said = None
-                if not isinstance(said, str):  # not the engine's error: something else answered HTTP
-                    raise self._not_an_engine(response.status, response.reason, body, path.split("?")[0])
-                raise _api_error(response.status, response.reason, body)
-            return json.loads(body)
-        finally:
-            conn.close()
 
     def _registry_gate(self) -> RegistryLane:
         loop = asyncio.get_running_loop()

@@ -7,7 +7,7 @@ to the end of the connection. The connection is kept alive between requests
 (a plan's batched removals) and opened again when the engine closed it.
 
 Only what Dockhand's own engine connections need: the pull, reads as JSON
-(``DockerEngine._get_json``) and batched removals. The Python standard
+(``bot/engine_reads.py``) and batched removals. The Python standard
 library's ``http.client`` would do it too, but importing it loads the email
 package: about 8 ms of every one-shot command's start-up on these machines.
 docker-py, for everything else, brings its own HTTP stack.
