@@ -38,7 +38,6 @@ import os
 import re
 import threading
 import time
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from handlers.argv import CommandSpec, Flag, tokenize

@@ -37,7 +37,6 @@ import os
 import socket
 import ssl
 import urllib.parse
-
 from pathlib import Path
 from typing import Callable, Mapping
 

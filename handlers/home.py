@@ -33,7 +33,6 @@ import logging
 import re
 import time
 
-
 from . import access
 from .audit import COLUMNS as AUDIT_COLUMNS
 from .audit import audit_rows

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import re
 
-
 from . import refs
 from .argv import quote_line
 from .context import Actor, Services
